@@ -1,0 +1,47 @@
+"""Plugin hooks. A plugin implements any of these and calls ``register`` once per thing it adds:
+
+    @deqbench.hookimpl
+    def register_solvers(register):
+        register("my-solver", MySolver, description="what it does")
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "deqbench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: The kinds of things a plugin can register, in display order.
+KINDS = ("solvers", "gradients", "cells", "models", "heads", "datasets")
+
+
+@hookspec
+def register_solvers(register):
+    """Register root solvers: classes or factories taking options, returning a `Solver`."""
+
+
+@hookspec
+def register_gradients(register):
+    """Register gradient estimators: factories returning a `GradientEstimator`."""
+
+
+@hookspec
+def register_cells(register):
+    """Register equilibrium cells: factories returning a `Cell` module."""
+
+
+@hookspec
+def register_models(register):
+    """Register models: factories returning an `nn.Module` built around a DEQ."""
+
+
+@hookspec
+def register_heads(register):
+    """Register task heads: factories returning an `nn.Module`."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: factories returning a dataset or data module."""

@@ -1,0 +1,196 @@
+"""The plugin manager: entry-point discovery, one registry per kind, lookups with "did you mean".
+
+Plugins load one at a time. A plugin that fails to import or to register is recorded as a
+`PluginFailure` and the rest still load; ``DEQBENCH_STRICT_PLUGINS=1`` re-raises instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from deqbench import hookspecs
+from deqbench.errors import PluginConflictError, UnknownNameError, did_you_mean
+
+ENTRY_POINT_GROUP = "deqbench"
+CORE_PLUGIN = "deqbench"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered thing."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to import or register, or that clashed with another."""
+
+    plugin: str
+    error: str
+
+
+def _strict() -> bool:
+    return os.environ.get("DEQBENCH_STRICT_PLUGINS", "") not in ("", "0")
+
+
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    def __init__(self) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in hookspecs.KINDS}
+        self._conflicts: dict[tuple[str, str], str] = {}
+        self.failures: list[PluginFailure] = []
+        self.versions: dict[str, str] = {}
+
+    # -- loading -----------------------------------------------------------------------------
+    def add_plugin(self, plugin: object, name: str, version: str = "") -> None:
+        """Register one plugin object (a module or instance with hookimpls) and collect its items."""
+        try:
+            self._pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(name, exc)
+            return
+        self.versions[name] = version
+        for kind in hookspecs.KINDS:
+            hook = getattr(self._pm.hook, f"register_{kind}")
+            for impl in hook.get_hookimpls():
+                if impl.plugin_name == name:
+                    self._collect(kind, name, impl.function)
+
+    def load_entry_points(self) -> None:
+        """Load every plugin of the ``deqbench`` entry-point group, one at a time."""
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            try:
+                module = ep.load()
+            except Exception as exc:
+                self._fail(ep.name, exc)
+                continue
+            version = ep.dist.version if ep.dist is not None else ""
+            self.add_plugin(module, ep.name, version)
+
+    def _collect(self, kind: str, plugin: str, hook: Callable[..., Any]) -> None:
+        staged: list[Entry] = []
+
+        def register(name: str, obj: Any, description: str = "") -> None:
+            staged.append(Entry(kind, name, obj, plugin, description))
+
+        try:
+            hook(register=register)
+        except Exception as exc:
+            self._fail(plugin, exc)
+            return
+        # Only a hook that finished adds anything: no half-registered plugins.
+        for entry in staged:
+            self._add(entry)
+
+    def _add(self, entry: Entry) -> None:
+        table = self._entries[entry.kind]
+        key = (entry.kind, entry.name)
+        old = table.get(entry.name)
+        if old is None and key not in self._conflicts:
+            table[entry.name] = entry
+            return
+        if old is not None:
+            msg = (
+                f"{entry.kind[:-1]} {entry.name!r} is registered by both plugin {old.plugin!r} "
+                f"and plugin {entry.plugin!r}; uninstall or rename one"
+            )
+        else:  # a third plugin joins an existing clash
+            msg = f"{self._conflicts[key]} (plugin {entry.plugin!r} registers it too)"
+        if _strict():
+            raise PluginConflictError(msg)
+        table.pop(entry.name, None)
+        self._conflicts[key] = msg
+        self.failures.append(PluginFailure(entry.plugin, msg))
+
+    def _fail(self, plugin: str, exc: Exception) -> None:
+        if _strict():
+            raise exc
+        self.failures.append(PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
+
+    # -- lookups -----------------------------------------------------------------------------
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry of ``kind`` called ``name``; an `UnknownNameError` with suggestions if none."""
+        if (kind, name) in self._conflicts:
+            raise PluginConflictError(self._conflicts[(kind, name)])
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            hint = did_you_mean(name, self._entries[kind])
+            raise UnknownNameError(f"unknown {kind[:-1]} {name!r}{hint}") from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def entries(self, kinds: Iterable[str] = hookspecs.KINDS) -> list[Entry]:
+        return [e for kind in kinds for _, e in sorted(self._entries[kind].items())]
+
+
+def _core_registry() -> Registry:
+    from deqbench import builtins
+
+    registry = Registry()
+    registry.add_plugin(builtins, CORE_PLUGIN, _own_version())
+    return registry
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("deqbench")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry: the core's built-ins plus every entry-point plugin."""
+    global _registry
+    if _registry is None:
+        registry = _core_registry()
+        registry.load_entry_points()
+        _registry = registry
+    return _registry
+
+
+def reset_registry(*extra: tuple[str, object]) -> Registry:
+    """Rebuild the registry, adding ``(name, plugin)`` pairs in-process (for tests and notebooks)."""
+    global _registry
+    _registry = None
+    registry = get_registry()
+    for name, plugin in extra:
+        registry.add_plugin(plugin, name)
+    return registry
+
+
+def lookup(kind: str, name: str) -> Entry:
+    return get_registry().get(kind, name)
+
+
+def get_solver(name: str, **options: Any):
+    """A solver instance of the registered ``name`` with ``options``."""
+    return lookup("solvers", name).obj(**options)
+
+
+def get_gradient(name: str, **options: Any):
+    """A gradient estimator of the registered ``name`` with ``options``."""
+    return lookup("gradients", name).obj(**options)
+
+
+def get_cell(name: str, **options: Any):
+    """A cell module of the registered ``name`` built with ``options``."""
+    return lookup("cells", name).obj(**options)

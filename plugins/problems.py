@@ -1,0 +1,76 @@
+"""Problem cells for solve-only suites: small fixed-weight maps with known character."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+import deqbench
+from deqbench.cell import Cell
+from deqbench.state import State
+
+SPECTRA = ("gaussian", "symmetric", "orthogonal")
+
+
+def _matrix(dim: int, spectral_norm: float, spectrum: str, gen: torch.Generator) -> Tensor:
+    """A ``dim × dim`` matrix with largest singular value ``spectral_norm``.
+
+    gaussian: a random matrix (mixed spectrum); symmetric: real eigenvalues spread over
+    [−ρ, ρ] with ±ρ included; orthogonal: ρ·Q, every eigenvalue complex with modulus ρ (the
+    slow case for naive iteration and for power-iteration diagnostics).
+    """
+    a = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+    if spectrum == "gaussian":
+        w = a
+    elif spectrum == "symmetric":
+        q, _ = torch.linalg.qr(a)
+        lam = torch.linspace(-1.0, 1.0, dim, dtype=torch.float64)
+        w = q @ torch.diag(lam) @ q.T
+    elif spectrum == "orthogonal":
+        w, _ = torch.linalg.qr(a)
+    else:
+        raise ValueError(f"spectrum must be one of {', '.join(SPECTRA)}, got {spectrum!r}")
+    return w * (spectral_norm / torch.linalg.matrix_norm(w, ord=2))
+
+
+class TanhCell(Cell):
+    """``z ↦ tanh(W z + U x)``: a contraction when ‖W‖₂ < 1 (tanh is 1-Lipschitz)."""
+
+    def __init__(
+        self,
+        dim: int = 256,
+        input_dim: int | None = None,
+        spectral_norm: float = 0.9,
+        spectrum: str = "gaussian",
+        injection_scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if not spectral_norm > 0:
+            raise ValueError(f"spectral_norm must be > 0, got {spectral_norm}")
+        input_dim = dim if input_dim is None else input_dim
+        gen = torch.Generator().manual_seed(seed)
+        w = _matrix(dim, spectral_norm, spectrum, gen)
+        u = torch.randn(dim, input_dim, generator=gen, dtype=torch.float64)
+        self.linear = nn.Linear(dim, dim, bias=False)
+        self.injection = nn.Linear(input_dim, dim, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(w)
+            self.injection.weight.copy_(u * (injection_scale / input_dim**0.5))
+        self.input_shape = (input_dim,)
+
+    def inject(self, x: Tensor) -> Tensor:
+        return self.injection(x)
+
+    def init_state(self, injection: Tensor) -> State:
+        return (torch.zeros_like(injection),)
+
+    def forward(self, z: State, injection: Tensor) -> State:
+        return (torch.tanh(self.linear(z[0]) + injection),)
+
+
+@deqbench.hookimpl
+def register_cells(register):
+    register("tanh", TanhCell, description="z ↦ tanh(Wz + Ux), W at a chosen spectral norm/spectrum")

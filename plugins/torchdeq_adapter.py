@@ -1,0 +1,1 @@
+"""TorchDEQ's solvers as deqbench solvers (registered only when ``torchdeq`` is installed)."""
