@@ -15,7 +15,7 @@ class Cell(nn.Module, abc.ABC):
     ``init_state(injection)``, then ``forward(z, injection)`` at every solver iteration.
     """
 
-    def reset(self) -> None:  # noqa: B027 (a no-op default on purpose)
+    def reset(self) -> None:
         """Per-forward preparation: redraw dropout masks, recompute weight-normed weights."""
 
     @abc.abstractmethod

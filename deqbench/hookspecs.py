@@ -1,8 +1,8 @@
 """Plugin hooks. A plugin implements any of these and calls ``register`` once per thing it adds:
 
-    @deqbench.hookimpl
-    def register_solvers(register):
-        register("my-solver", MySolver, description="what it does")
+@deqbench.hookimpl
+def register_solvers(register):
+    register("my-solver", MySolver, description="what it does")
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Registry:
 
     # -- loading -----------------------------------------------------------------------------
     def add_plugin(self, plugin: object, name: str, version: str = "") -> None:
-        """Register one plugin object (a module or instance with hookimpls) and collect its items."""
+        """Register one plugin (a module or object with hookimpls) and collect its items."""
         try:
             self._pm.register(plugin, name=name)
         except Exception as exc:
@@ -168,7 +168,7 @@ def get_registry() -> Registry:
 
 
 def reset_registry(*extra: tuple[str, object]) -> Registry:
-    """Rebuild the registry, adding ``(name, plugin)`` pairs in-process (for tests and notebooks)."""
+    """Rebuild the registry, adding ``(name, plugin)`` pairs in-process (tests, notebooks)."""
     global _registry
     _registry = None
     registry = get_registry()

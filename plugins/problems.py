@@ -73,4 +73,4 @@ class TanhCell(Cell):
 
 @deqbench.hookimpl
 def register_cells(register):
-    register("tanh", TanhCell, description="z ↦ tanh(Wz + Ux), W at a chosen spectral norm/spectrum")
+    register("tanh", TanhCell, description="z ↦ tanh(Wz + Ux), W of chosen spectral norm")

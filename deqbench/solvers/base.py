@@ -158,7 +158,7 @@ class Monitor:
         self._flag = _DoneFlag(z0.device)
 
     def observe(self, z: Tensor, fz: Tensor, g: Tensor) -> bool:
-        """Record iterate ``z`` with ``fz = f(z)`` and residual ``g``; True when the solve may stop."""
+        """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
         k, active = self.nfe, self.active
         self.nfe += 1
         abs_r = torch.linalg.vector_norm(g, dim=1)
