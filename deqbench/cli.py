@@ -1,0 +1,149 @@
+"""The ``deqbench`` command line: run, validate and list."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from deqbench.errors import DeqbenchError
+from deqbench.hookspecs import KINDS
+from deqbench.plugins import get_registry
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Turns deqbench's own errors into one line on stderr and exit code 2, with no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DeqbenchError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="deqbench")
+def main() -> None:
+    """Benchmark deep equilibrium models: solvers, gradient estimators, memory and speed."""
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
+    """Check a suite file (and overrides) without running anything."""
+    from deqbench.suite import load_suite
+
+    suite = load_suite(suite_file, overrides)
+    console.print(f"{suite_file}: ok, suite {suite.name!r} expands to {len(suite.runs)} runs")
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Result CSV path.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@click.option("--device", help="cpu, cuda, cuda:N or auto (overrides suite.device).")
+@click.option("--limit", type=click.IntRange(min=1), help="Smoke run: cap iterations at N.")
+def run(
+    suite_file: Path,
+    out: Path | None,
+    overrides: tuple[str, ...],
+    device: str | None,
+    limit: int | None,
+) -> None:
+    """Run a suite and write its report (CSV, traces and metadata)."""
+    from deqbench.runner import resolve_device, run_suite
+    from deqbench.suite import load_suite, smoke
+
+    suite = load_suite(suite_file, overrides)
+    if limit:
+        suite = smoke(suite, limit)
+    dev = resolve_device(device or suite.spec.suite.device)
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("reports") / f"{suite.name}-{stamp}.csv"
+    console.print(f"suite [bold]{suite.name}[/]: {len(suite.runs)} runs on {dev} → {out}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(suite.name, total=len(suite.runs))
+        outcome = run_suite(suite, out, dev, on_row=lambda row: bar.advance(task))
+    console.print(results_table(outcome.rows))
+    console.print(f"wrote {out} (+ .traces.csv, .meta.json)")
+    if outcome.interrupted:
+        sys.exit(130)
+    if outcome.failed:
+        err_console.print(f"[red]{outcome.failed} run(s) failed[/]; see the error column")
+        sys.exit(1)
+
+
+_SHOWN = {
+    "problem": "problem",
+    "solver": "solver",
+    "solver_options": "options",
+    "gradient": "gradient",
+    "status": "status",
+    "nfe": "NFE",
+    "converged_frac": "conv.",
+    "rel_residual_max": "rel res max",
+    "solve_ms_median": "solve ms",
+    "overhead_per_nfe": "×bare/NFE",
+    "solver_mem_mb": "solver MB",
+}
+
+
+def _cell(value: object) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+    return "" if value == "{}" else str(value)
+
+
+def results_table(rows: list[dict]) -> Table:
+    """A rich table of the columns a reader scans first; the CSV has them all."""
+    shown = {k: v for k, v in _SHOWN.items() if any(_cell(r.get(k)) not in ("–", "") for r in rows)}
+    table = Table(show_lines=False)
+    for title in shown.values():
+        table.add_column(title, overflow="fold")
+    colour = {"converged": "green", "max_iter": "yellow"}
+    for row in rows:
+        cells = [_cell(row.get(k)) for k in shown]
+        style = colour.get(row.get("status", ""), "red")
+        table.add_row(*cells, style=None if style == "green" else style)
+    return table
+
+
+@main.command(name="list")
+@click.argument("kind", required=False, type=click.Choice([*KINDS, "plugins"]))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def list_(kind: str | None, as_json: bool) -> None:
+    """Everything the loaded plugins registered, and any plugin that failed to load."""
+    registry = get_registry()
+    kinds = KINDS if kind in (None, "plugins") else (kind,)
+    items = [
+        {"kind": e.kind, "name": e.name, "plugin": e.plugin, "description": e.description}
+        for e in registry.entries(kinds)
+    ]
+    items += [
+        {"kind": "plugin-error", "name": f.plugin, "plugin": f.plugin, "description": f.error}
+        for f in registry.failures
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table("kind", "name", "plugin", "description")
+    for item in items:
+        style = "red" if item["kind"] == "plugin-error" else None
+        table.add_row(item["kind"], item["name"], item["plugin"], item["description"], style=style)
+    console.print(table)

@@ -1,0 +1,329 @@
+"""Reading and validating a suite TOML file, and expanding its matrix into runs.
+
+Validation happens before anything runs. Every error names the file, the key path and what was
+expected, as one line. ``--set key.path=value`` overrides are applied to the parsed file first, so
+they are validated exactly like the file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
+from deqbench.plugins import Registry, get_registry
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+def _as_list(value: Any) -> Any:
+    """A scalar in a matrix means a one-element sweep."""
+    return value if isinstance(value, list) else [value]
+
+
+Sweep = Annotated[list[Any], BeforeValidator(_as_list), Field(min_length=1)]
+PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_list)]
+PositiveFloats = Annotated[list[Annotated[float, Field(gt=0)]], BeforeValidator(_as_list)]
+Names = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SuiteInfo(_Table):
+    """The ``[suite]`` table."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    kind: Literal["solve"] = "solve"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    repeats: Annotated[int, Field(ge=1)] = 5
+    warmup: Annotated[int, Field(ge=0)] = 1
+
+
+class Problem(_Table):
+    """One ``[[problems]]`` entry: a registered cell at fixed weights and an input batch."""
+
+    name: Annotated[str, Field(min_length=1)]
+    cell: str
+    batch_size: Annotated[int, Field(ge=1)]
+    input_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    options: dict[str, Any] = {}
+
+
+class Matrix(_Table):
+    """The ``[matrix]`` table; every list is swept, and runs are the cartesian product."""
+
+    solver: Annotated[Names, Field(min_length=1)]
+    max_iter: Annotated[PositiveInts, Field(min_length=1)] = [50]
+    tol: Annotated[PositiveFloats, Field(min_length=1)] = [1e-4]
+    stop_mode: Annotated[list[Literal["abs", "rel"]], BeforeValidator(_as_list)] = ["rel"]
+    gradient: Names = []
+    b_solver: Names = ["fixed-point"]
+    b_max_iter: PositiveInts = [50]
+    b_tol: PositiveFloats = [1e-6]
+
+
+class SuiteFile(_Table):
+    """A whole suite file."""
+
+    suite: SuiteInfo
+    problems: Annotated[list[Problem], Field(min_length=1)]
+    matrix: Matrix
+    solver_options: dict[str, dict[str, Sweep]] = {}
+    gradient_options: dict[str, dict[str, Sweep]] = {}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of a suite's matrix."""
+
+    index: int
+    problem: Problem
+    solver: str
+    solver_options: dict[str, Any]
+    max_iter: int
+    tol: float
+    stop_mode: str
+    gradient: str | None = None
+    gradient_options: dict[str, Any] = field(default_factory=dict)
+    b_solver: str | None = None
+    b_max_iter: int | None = None
+    b_tol: float | None = None
+
+    @property
+    def label(self) -> str:
+        def opts(d: Mapping[str, Any]) -> str:
+            return "(" + ",".join(f"{k}={v}" for k, v in d.items()) + ")" if d else ""
+
+        parts = [self.problem.name, self.solver + opts(self.solver_options)]
+        parts.append(f"{self.stop_mode}<{self.tol:g}@{self.max_iter}")
+        if self.gradient:
+            parts.append(self.gradient + opts(self.gradient_options))
+        return " / ".join(parts)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: where it came from, its settings and its runs."""
+
+    path: Path
+    spec: SuiteFile
+    runs: tuple[Run, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.suite.name
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_suite(
+    path: str | Path, overrides: Iterable[str] = (), registry: Registry | None = None
+) -> Suite:
+    """Read, override, validate and expand a suite; any problem raises one `ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such suite file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    for item in overrides:
+        apply_override(data, item, path)
+    try:
+        spec = SuiteFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    registry = registry or get_registry()
+    _check_plugins(spec, registry, path)
+    return Suite(path, spec, tuple(expand(spec)))
+
+
+def apply_override(data: dict[str, Any], item: str, path: Path) -> None:
+    """Apply ``key.path=value`` (value parsed as TOML, else taken as a string) to ``data``."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. matrix.max_iter=20")
+    parts = key.strip().split(".")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"{path}: --set {key}: {where!r} needs an index below {len(node)}"
+                )
+            if last:
+                node[int(part)] = value
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"{path}: --set {key}: {where!r} is not a table or list")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as 'key: what was expected, got what'."""
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        parent = _fields_at(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), parent) if parent else ""
+        return f"{_loc(loc)}: unknown key{hint}{more}"
+    if err["type"] == "missing":
+        return f"{_loc(loc)}: missing required key{more}"
+    msg = err["msg"][0].lower() + err["msg"][1:]
+    return f"{_loc(loc)}: {msg}, got {err['input']!r}{more}"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = SuiteFile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
+    """Names exist; options exist and take their values (each factory is built once)."""
+
+    def fail(key: str, err: Exception | str) -> None:
+        raise ConfigError(f"{path}: {key}: {err}")
+
+    names = [p.name for p in spec.problems]
+    for i, problem in enumerate(spec.problems):
+        if names.count(problem.name) > 1:
+            fail(f"problems[{i}].name", f"duplicate problem name {problem.name!r}")
+        factory = _lookup(registry, "cells", problem.cell, f"problems[{i}].cell", fail)
+        _check_options(factory, problem.options, f"problems[{i}].options", fail, build=True)
+    for kind, sweep, table in (
+        ("solvers", spec.matrix.solver, ("matrix.solver", "solver_options")),
+        ("gradients", spec.matrix.gradient, ("matrix.gradient", "gradient_options")),
+    ):
+        options = getattr(spec, table[1])
+        for name in options:
+            if name not in sweep:
+                fail(f"{table[1]}.{name}", f"not in {table[0]}{did_you_mean(name, sweep)}")
+        for j, name in enumerate(sweep):
+            factory = _lookup(registry, kind, name, f"{table[0]}[{j}]", fail)
+            for combo in _product(options.get(name, {})):
+                _check_options(factory, combo, f"{table[1]}.{name}", fail, build=True)
+    for j, name in enumerate(spec.matrix.b_solver if spec.matrix.gradient else ()):
+        _lookup(registry, "solvers", name, f"matrix.b_solver[{j}]", fail)
+
+
+def _lookup(registry: Registry, kind: str, name: str, key: str, fail) -> Any:
+    try:
+        return registry.get(kind, name).obj
+    except DeqbenchError as exc:
+        fail(key, exc)
+
+
+def _check_options(factory: Any, options: dict, key: str, fail, build: bool = False) -> None:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if params and not takes_any:
+        for name in options:
+            if name not in params:
+                fail(f"{key}.{name}", f"unknown option{did_you_mean(name, params)}")
+    if build:
+        try:
+            factory(**options)
+        except (TypeError, ValueError) as exc:
+            fail(key, f"{_sentence(exc)} (options {options})")
+
+
+def _sentence(exc: Exception) -> str:
+    return re.sub(r"\s+", " ", str(exc)).strip()
+
+
+def _product(options: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(options)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*options.values())]
+
+
+def expand(spec: SuiteFile) -> list[Run]:
+    """The cartesian product of problems × solvers (× options) × the matrix's sweeps."""
+    m = spec.matrix
+    runs: list[Run] = []
+    backward = (
+        [
+            (g, opts, bs, bi, bt)
+            for g in m.gradient
+            for opts in _product(spec.gradient_options.get(g, {}))
+            for bs in m.b_solver
+            for bi in m.b_max_iter
+            for bt in m.b_tol
+        ]
+        if m.gradient
+        else [(None, {}, None, None, None)]
+    )
+    for problem in spec.problems:
+        for solver in m.solver:
+            for opts in _product(spec.solver_options.get(solver, {})):
+                for max_iter, tol, stop_mode in itertools.product(m.max_iter, m.tol, m.stop_mode):
+                    for grad, gopts, b_solver, b_max_iter, b_tol in backward:
+                        runs.append(
+                            Run(
+                                len(runs), problem, solver, opts, max_iter, tol, stop_mode,
+                                grad, gopts, b_solver, b_max_iter, b_tol,
+                            )
+                        )  # fmt: skip
+    return runs
+
+
+def smoke(suite: Suite, limit: int) -> Suite:
+    """The same suite as a smoke run: every iteration cap at most ``limit``, one timed repeat."""
+    import dataclasses
+
+    info = suite.spec.suite.model_copy(update={"repeats": 1, "warmup": 0})
+    runs = tuple(
+        dataclasses.replace(
+            run,
+            max_iter=min(run.max_iter, limit),
+            b_max_iter=None if run.b_max_iter is None else min(run.b_max_iter, limit),
+        )
+        for run in suite.runs
+    )
+    return Suite(suite.path, suite.spec.model_copy(update={"suite": info}), runs)
