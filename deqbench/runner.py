@@ -1,4 +1,4 @@
-"""Executing a suite's runs one by one; each run ends as exactly one result row, whatever happens."""
+"""Executing a suite's runs one by one; each run ends as one result row, whatever happens."""
 
 from __future__ import annotations
 
