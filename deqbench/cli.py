@@ -17,8 +17,19 @@ from deqbench.errors import DeqbenchError
 from deqbench.hookspecs import KINDS
 from deqbench.plugins import get_registry
 
-console = Console()
-err_console = Console(stderr=True)
+
+
+class _Console(Console):
+    """Rich output; tables keep a readable width when piped or captured (not a terminal)."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr, soft_wrap=True)
+        if not self.is_terminal:
+            self.width = max(self.width, 160)
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 
 class _Group(click.Group):

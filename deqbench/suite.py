@@ -239,11 +239,13 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
         ("gradients", spec.matrix.gradient, ("matrix.gradient", "gradient_options")),
     ):
         options = getattr(spec, table[1])
+        factories = [
+            _lookup(registry, kind, n, f"{table[0]}[{j}]", fail) for j, n in enumerate(sweep)
+        ]
         for name in options:
             if name not in sweep:
                 fail(f"{table[1]}.{name}", f"not in {table[0]}{did_you_mean(name, sweep)}")
-        for j, name in enumerate(sweep):
-            factory = _lookup(registry, kind, name, f"{table[0]}[{j}]", fail)
+        for name, factory in zip(sweep, factories, strict=True):
             for combo in _product(options.get(name, {})):
                 _check_options(factory, combo, f"{table[1]}.{name}", fail, build=True)
     for j, name in enumerate(spec.matrix.b_solver if spec.matrix.gradient else ()):
