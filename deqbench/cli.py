@@ -1,4 +1,4 @@
-"""The ``deqbench`` command line: run, validate and list."""
+"""The ``deqbench`` command line: run, validate, list and compare."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from rich.table import Table
 from deqbench.errors import DeqbenchError
 from deqbench.hookspecs import KINDS
 from deqbench.plugins import get_registry
-
 
 
 class _Console(Console):
@@ -158,3 +157,38 @@ def list_(kind: str | None, as_json: bool) -> None:
         style = "red" if item["kind"] == "plugin-error" else None
         table.add_row(item["kind"], item["name"], item["plugin"], item["description"], style=style)
     console.print(table)
+
+
+@main.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--pair",
+    "pairs",
+    multiple=True,
+    metavar="A:B",
+    help="With one report: compare solver B against solver A, run by run.",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write ratios CSV.")
+def compare(reports: tuple[str, ...], pairs: tuple[str, ...], out: Path | None) -> None:
+    """Compare two reports (B / A per run), or solver pairs within one report."""
+    from deqbench.compare import compare_reports, compare_solvers, parse_pair
+    from deqbench.errors import ConfigError
+    from deqbench.results import read_report
+
+    frames = [read_report(path) for path in reports]
+    if len(frames) == 2 and not pairs:
+        table = compare_reports(*frames)
+    elif len(frames) == 1 and pairs:
+        table = compare_solvers(frames[0], [parse_pair(p) for p in pairs])
+    else:
+        raise ConfigError("compare takes two reports, or one report with --pair A:B")
+    if table.empty:
+        raise ConfigError("the reports have no runs in common")
+    ratio_cols = [c for c in table.columns if c.endswith("_ratio")]
+    shown = Table("problem", "solver", *(c.removesuffix("_ratio") + " b/a" for c in ratio_cols))
+    for _, row in table.iterrows():
+        shown.add_row(str(row["problem"]), str(row["solver"]), *(_cell(row[c]) for c in ratio_cols))
+    console.print(shown)
+    if out:
+        table.to_csv(out, index=False)
+        console.print(f"wrote {out}")

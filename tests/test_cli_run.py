@@ -113,7 +113,9 @@ def test_failures_become_rows_and_the_suite_goes_on(cli, tmp_path, failing_plugi
     assert frame.loc["crash", "error"] == "RuntimeError: the cell broke"
     assert frame.loc["oom", "status"] == "oom" and "out of memory" in frame.loc["oom", "error"]
     assert pd_isna(frame.loc["crash", "nfe"])  # metrics left empty
-    assert frame.loc["blowup", "status"] == "diverged" and "diverged" in frame.loc["blowup", "error"]
+    assert (
+        frame.loc["blowup", "status"] == "diverged" and "diverged" in frame.loc["blowup", "error"]
+    )
     assert frame.loc["fine", "status"] == "converged" and frame.loc["fine", "nfe"] > 0
     assert "Traceback" not in result.output
 

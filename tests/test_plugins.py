@@ -132,9 +132,11 @@ def test_duplicate_in_strict_mode_raises(monkeypatch, fresh_registry):
 
 
 def test_unknown_name_suggests_close_ones(fresh_registry):
-    with pytest.raises(UnknownNameError, match=r"unknown solver 'fixed-piont'; did you mean 'fixed-point'"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown solver 'fixed-piont'; did you mean 'fixed-point'"
+    ):
         deqbench.get_solver("fixed-piont")
-    with pytest.raises(UnknownNameError, match="unknown cell 'zzz'; available: .*tanh"):
+    with pytest.raises(UnknownNameError, match=r"unknown cell 'zzz'; available: .*tanh"):
         deqbench.get_cell("zzz")
 
 

@@ -53,7 +53,7 @@ def test_overrides_are_applied_and_validated(tmp_path):
     assert suite.runs[0].problem.batch_size == 2
     with pytest.raises(ConfigError, match=r"matrix\.max_iter\[0\]: input should be greater"):
         load_suite(path, ["matrix.max_iter=[-1]"])
-    with pytest.raises(ConfigError, match="expected key.path=value"):
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_suite(path, ["matrix.max_iter"])
 
 
