@@ -140,7 +140,10 @@ def results_table(rows: list[dict]) -> Table:
 def list_(kind: str | None, as_json: bool) -> None:
     """Everything the loaded plugins registered, and any plugin that failed to load."""
     registry = get_registry()
-    kinds = KINDS if kind in (None, "plugins") else (kind,)
+    if kind == "plugins":
+        _list_plugins(registry, as_json)
+        return
+    kinds = KINDS if kind is None else (kind,)
     items = [
         {"kind": e.kind, "name": e.name, "plugin": e.plugin, "description": e.description}
         for e in registry.entries(kinds)
@@ -192,3 +195,31 @@ def compare(reports: tuple[str, ...], pairs: tuple[str, ...], out: Path | None) 
     if out:
         table.to_csv(out, index=False)
         console.print(f"wrote {out}")
+
+
+def _list_plugins(registry, as_json: bool) -> None:
+    failed = {f.plugin: f.error for f in registry.failures}
+    rows = []
+    for name in sorted(set(registry.versions) | set(failed)):
+        counts: dict[str, int] = {}
+        for entry in registry.entries():
+            if entry.plugin == name:
+                counts[entry.kind] = counts.get(entry.kind, 0) + 1
+        rows.append(
+            {
+                "plugin": name,
+                "version": registry.versions.get(name, ""),
+                "registered": counts,
+                "error": failed.get(name, ""),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("plugin", "version", "registered", "error")
+    for row in rows:
+        what = ", ".join(f"{n} {k}" for k, n in row["registered"].items()) or "nothing"
+        table.add_row(
+            row["plugin"], row["version"], what, row["error"], style="red" if row["error"] else None
+        )
+    console.print(table)

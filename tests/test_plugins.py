@@ -144,3 +144,12 @@ def test_list_filters_by_kind(cli, fresh_registry):
     result = cli.invoke(main, ["list", "cells", "--json"])
     assert result.exit_code == 0
     assert {i["kind"] for i in json.loads(result.output)} == {"cells"}
+
+
+def test_list_plugins_shows_what_each_registered(cli, fresh_registry):
+    plugins.reset_registry(("mine", _plugin("mine")))
+    result = cli.invoke(main, ["list", "plugins", "--json"])
+    assert result.exit_code == 0
+    rows = {r["plugin"]: r for r in json.loads(result.output)}
+    assert rows["mine"]["registered"] == {"solvers": 1} and rows["mine"]["error"] == ""
+    assert rows["problems"]["registered"]["cells"] >= 1
