@@ -48,6 +48,22 @@ COLUMNS: dict[str, str] = {
     "bare_ms_median": "median wall time of a bare z = f(z) loop with the same NFE, ms",
     "overhead_per_nfe": "solve time per NFE ÷ bare-loop time per NFE, measured side by side",
     "solver_mem_mb": "peak live memory of the solver's own tensors (f's excluded), MB",
+    "spectral_radius_median": "median over samples of the spectral radius of ∂f/∂z at the "
+    "returned z (Arnoldi, correct for complex eigenvalues)",
+    "forward_ms_median": "median wall time of the DEQ forward (solve + estimator set-up), ms",
+    "backward_ms_median": "median wall time of the backward to the parameters, ms",
+    "backward_ms_iqr": "interquartile range of the backward time, ms",
+    "step_ms_median": "median wall time of forward + backward (a training step), ms",
+    "b_nfe": "evaluations (vector-Jacobian products) of the backward solve; empty if none",
+    "b_status": "status of the backward solve; empty for estimators that solve none",
+    "b_rel_residual_max": "max over samples of the backward solve's relative residual",
+    "grad_cosine": "cosine between the estimator's parameter gradient and the exact one",
+    "grad_rel_error": "‖estimate − exact‖ / ‖exact‖ over all parameter gradients",
+    "saved_mb": "bytes autograd saved for the backward (parameters excluded, storage counted "
+    "once), MB",
+    "peak_mem_mb": "CUDA only: peak allocated memory of forward + backward above the start, MB",
+    "rss_peak_mb": "CPU: the process's peak resident memory up to the end of this run, MB",
+    "notes": "caveats of the measurement, e.g. a reference gradient that did not converge",
     "repeats": "timed repeats behind the medians",
     "wall_s": "wall time of the whole run, seconds",
 }

@@ -13,7 +13,7 @@ import torch
 
 from deqbench.plugins import get_registry
 from deqbench.results import FAILED, ReportWriter, metadata
-from deqbench.solve_run import measure_solve
+from deqbench.solve_run import measure_run
 from deqbench.suite import Run, Suite
 
 
@@ -62,11 +62,13 @@ def base_row(suite: Suite, run: Run, device: torch.device) -> dict[str, Any]:
     }
 
 
-def execute(suite: Suite, run: Run, device: torch.device) -> tuple[dict, list[dict]]:
+def execute(
+    suite: Suite, run: Run, device: torch.device, references: dict[str, Any]
+) -> tuple[dict, list[dict]]:
     """Measure one run; exceptions propagate to `run_suite`, which turns them into a status."""
     info = suite.spec.suite
     dtype = getattr(torch, info.dtype)
-    return measure_solve(run, device, dtype, info.seed, info.repeats, info.warmup)
+    return measure_run(run, device, dtype, info.seed, info.repeats, info.warmup, references)
 
 
 def run_suite(
@@ -86,12 +88,13 @@ def run_suite(
     meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs))
     writer.write_meta(meta)
     outcome = SuiteOutcome(writer.path)
+    references: dict[str, Any] = {}  # exact gradients, computed once per problem
     for run in suite.runs:
         row = base_row(suite, run, device)
         traces: list[dict] = []
         start = time.perf_counter()
         try:
-            metrics, traces = execute(suite, run, device)
+            metrics, traces = execute(suite, run, device, references)
             row.update(metrics)
         except torch.OutOfMemoryError as exc:
             row.update(status="oom", error=_one_line(exc))

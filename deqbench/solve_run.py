@@ -1,4 +1,5 @@
-"""What one solve-only run measures: convergence, time against a bare loop, solver memory."""
+"""What one solve-only run measures: convergence, time against a bare loop, solver memory,
+the spectral radius at the equilibrium and, when the run names an estimator, its gradient."""
 
 from __future__ import annotations
 
@@ -8,41 +9,36 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from deqbench.cell import Cell
+from deqbench.deq import BoundCell, bind
+from deqbench.diagnostics import spectral_radius
 from deqbench.measure import LiveTensorMeter, time_interleaved
 from deqbench.plugins import get_cell, get_solver
 from deqbench.solvers import Solver, SolverResult
-from deqbench.state import StateSpec, pack, unpack
 from deqbench.suite import Problem, Run
 
 
-@dataclass
+@dataclass(eq=False)
 class LiveProblem:
-    """A problem instantiated on a device: the flat map f and its starting point."""
+    """A problem instantiated on a device: its cell at fixed weights, input and bound map."""
 
-    f: Any
-    z0: Tensor
-    cell: torch.nn.Module
-    injection: Any
+    cell: Cell
+    x: Tensor
+    bound: BoundCell  #: f on flat states with the injection computed once, without a graph
 
 
 def build_problem(
     problem: Problem, device: torch.device, dtype: torch.dtype, seed: int
 ) -> LiveProblem:
-    """The cell at fixed weights, a seeded input batch, and f on flat states."""
+    """The cell at fixed (seeded) weights and a seeded input batch."""
     torch.manual_seed(seed)
     cell = get_cell(problem.cell, **problem.options).to(device=device, dtype=dtype).eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(problem.batch_size, *problem.input_shape, generator=gen, dtype=dtype)
+    x = x.to(device)
     with torch.no_grad():
-        cell.reset()
-        injection = cell.inject(x.to(device))
-        state = cell.init_state(injection)
-    spec = StateSpec.of(state)
-
-    def f(z: Tensor) -> Tensor:
-        return pack(cell(unpack(z, spec), injection))
-
-    return LiveProblem(f, pack(state), cell, injection)
+        bound = bind(cell, x)
+    return LiveProblem(cell, x, bound)
 
 
 def residuals(f, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,53 +50,53 @@ def residuals(f, z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def trace_rows(run: int, result: SolverResult) -> list[dict[str, Any]]:
+    """The convergence trace as report rows: per step, median and max over the batch."""
     a, r = result.abs_trace.float().cpu(), result.rel_trace.float().cpu()
-    stats = [t.median(dim=1).values.tolist() for t in (a, r)] + [
-        t.max(dim=1).values.tolist() for t in (a, r)
-    ]
+    a_med, r_med = a.median(dim=1).values.tolist(), r.median(dim=1).values.tolist()
+    a_max, r_max = a.amax(dim=1).tolist(), r.amax(dim=1).tolist()
     return [
         {
             "run": run,
             "step": k,
-            "abs_residual_median": stats[0][k],
-            "abs_residual_max": stats[2][k],
-            "rel_residual_median": stats[1][k],
-            "rel_residual_max": stats[3][k],
+            "abs_residual_median": a_med[k],
+            "abs_residual_max": a_max[k],
+            "rel_residual_median": r_med[k],
+            "rel_residual_max": r_max[k],
         }
         for k in range(a.shape[0])
     ]
 
 
 def measure_solve(
-    run: Run, device: torch.device, dtype: torch.dtype, seed: int, repeats: int, warmup: int
+    run: Run, prob: LiveProblem, solver: Solver, device: torch.device, repeats: int, warmup: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Solve ``run``'s problem, then time it against a bare loop and meter the solver's memory."""
-    prob = build_problem(run.problem, device, dtype, seed)
-    solver: Solver = get_solver(run.solver, **run.solver_options)
+    f, z0 = prob.bound.f, prob.bound.z0
     kwargs = {"max_iter": run.max_iter, "tol": run.tol, "stop_mode": run.stop_mode}
-    result = solver(prob.f, prob.z0, **kwargs)
-    abs_r, rel_r = residuals(prob.f, result.z)
+    result = solver(f, z0, **kwargs)
+    abs_r, rel_r = residuals(f, result.z)
     r = rel_r if run.stop_mode == "rel" else abs_r
 
     def bare() -> None:  # the same number of evaluations, with no solver around them
         with torch.no_grad():
-            z = prob.z0
+            z = z0
             for _ in range(result.nfe):
-                z = prob.f(z)
+                z = f(z)
 
     timings = time_interleaved(
-        {"solve": lambda: solver(prob.f, prob.z0, **kwargs), "bare": bare},
+        {"solve": lambda: solver(f, z0, **kwargs), "bare": bare},
         device,
         repeats=repeats,
         warmup=warmup,
     )
     meter = LiveTensorMeter()
     with meter:
-        solver(meter.exclude(prob.f), prob.z0, **kwargs)
+        solver(meter.exclude(f), z0, **kwargs)
 
     solve, bare_t = timings["solve"], timings["bare"]
+    gen = torch.Generator(device=z0.device).manual_seed(0)
     metrics = {
-        "state_dim": prob.z0.shape[1],
+        "state_dim": z0.shape[1],
         "status": result.status.value,
         "error": "" if result.status.value == "converged" else result.message,
         "nfe": result.nfe,
@@ -114,6 +110,28 @@ def measure_solve(
         "bare_ms_median": bare_t.median_ms,
         "overhead_per_nfe": solve.median_ms / bare_t.median_ms,
         "solver_mem_mb": meter.peak_mb,
+        "spectral_radius_median": float(spectral_radius(f, result.z, generator=gen).median()),
         "repeats": repeats,
     }
     return metrics, trace_rows(run.index, result)
+
+
+def measure_run(
+    run: Run,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    repeats: int,
+    warmup: int,
+    references: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """All of a solve suite's measurements for one run (``references`` caches exact gradients
+    per problem across the runs of a suite)."""
+    from deqbench.gradient_run import measure_gradient
+
+    prob = build_problem(run.problem, device, dtype, seed)
+    solver = get_solver(run.solver, **run.solver_options)
+    metrics, traces = measure_solve(run, prob, solver, device, repeats, warmup)
+    if run.gradient:
+        metrics.update(measure_gradient(run, prob, solver, device, repeats, warmup, references))
+    return metrics, traces

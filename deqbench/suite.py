@@ -72,9 +72,6 @@ class Matrix(_Table):
     tol: Annotated[PositiveFloats, Field(min_length=1)] = [1e-4]
     stop_mode: Annotated[list[Literal["abs", "rel"]], BeforeValidator(_as_list)] = ["rel"]
     gradient: Names = []
-    b_solver: Names = ["fixed-point"]
-    b_max_iter: PositiveInts = [50]
-    b_tol: PositiveFloats = [1e-6]
 
 
 class SuiteFile(_Table):
@@ -100,9 +97,6 @@ class Run:
     stop_mode: str
     gradient: str | None = None
     gradient_options: dict[str, Any] = field(default_factory=dict)
-    b_solver: str | None = None
-    b_max_iter: int | None = None
-    b_tol: float | None = None
 
     @property
     def label(self) -> str:
@@ -248,8 +242,6 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
         for name, factory in zip(sweep, factories, strict=True):
             for combo in _product(options.get(name, {})):
                 _check_options(factory, combo, f"{table[1]}.{name}", fail, build=True)
-    for j, name in enumerate(spec.matrix.b_solver if spec.matrix.gradient else ()):
-        _lookup(registry, "solvers", name, f"matrix.b_solver[{j}]", fail)
 
 
 def _lookup(registry: Registry, kind: str, name: str, key: str, fail) -> Any:
@@ -272,7 +264,7 @@ def _check_options(factory: Any, options: dict, key: str, fail, build: bool = Fa
     if build:
         try:
             factory(**options)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, DeqbenchError) as exc:
             fail(key, f"{_sentence(exc)} (options {options})")
 
 
@@ -289,27 +281,18 @@ def expand(spec: SuiteFile) -> list[Run]:
     """The cartesian product of problems × solvers (× options) × the matrix's sweeps."""
     m = spec.matrix
     runs: list[Run] = []
-    backward = (
-        [
-            (g, opts, bs, bi, bt)
-            for g in m.gradient
-            for opts in _product(spec.gradient_options.get(g, {}))
-            for bs in m.b_solver
-            for bi in m.b_max_iter
-            for bt in m.b_tol
-        ]
-        if m.gradient
-        else [(None, {}, None, None, None)]
-    )
+    backward = [
+        (g, opts) for g in m.gradient for opts in _product(spec.gradient_options.get(g, {}))
+    ] or [(None, {})]
     for problem in spec.problems:
         for solver in m.solver:
             for opts in _product(spec.solver_options.get(solver, {})):
                 for max_iter, tol, stop_mode in itertools.product(m.max_iter, m.tol, m.stop_mode):
-                    for grad, gopts, b_solver, b_max_iter, b_tol in backward:
+                    for grad, gopts in backward:
                         runs.append(
                             Run(
                                 len(runs), problem, solver, opts, max_iter, tol, stop_mode,
-                                grad, gopts, b_solver, b_max_iter, b_tol,
+                                grad, gopts,
                             )
                         )  # fmt: skip
     return runs
@@ -320,12 +303,5 @@ def smoke(suite: Suite, limit: int) -> Suite:
     import dataclasses
 
     info = suite.spec.suite.model_copy(update={"repeats": 1, "warmup": 0})
-    runs = tuple(
-        dataclasses.replace(
-            run,
-            max_iter=min(run.max_iter, limit),
-            b_max_iter=None if run.b_max_iter is None else min(run.b_max_iter, limit),
-        )
-        for run in suite.runs
-    )
+    runs = tuple(dataclasses.replace(run, max_iter=min(run.max_iter, limit)) for run in suite.runs)
     return Suite(suite.path, suite.spec.model_copy(update={"suite": info}), runs)
