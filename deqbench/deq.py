@@ -1,0 +1,188 @@
+"""The DEQ layer: a cell, a forward root solver and a gradient estimator, with statistics.
+
+Per forward the layer calls ``cell.reset()`` once, ``cell.inject(x)`` once and
+``cell.init_state(injection)``, solves ``z = f(z)`` on the packed flat view without building
+a graph, then lets the gradient estimator attach the backward. The solver's buffers and
+iterates never enter the autograd graph, so training memory does not grow with its steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deqbench.cell import Cell
+from deqbench.gradients.base import GradContext, GradientEstimator
+from deqbench.plugins import get_gradient, get_solver
+from deqbench.regularization import PROBES, jacobian_penalty
+from deqbench.solvers.base import STOP_MODES, Fn, Solver
+from deqbench.state import State, StateSpec, pack, unpack
+from deqbench.stats import DEQStats
+
+
+@dataclass(eq=False)
+class BoundCell:
+    """A cell bound to one input: ``f`` on flat ``(B, D)`` states and where to start."""
+
+    f: Fn  #: differentiable in the cell's parameters and the injection
+    z0: Tensor  #: (B, D) the detached initial state
+    spec: StateSpec
+    injection: Any
+
+
+def bind(cell: Cell, x: Tensor) -> BoundCell:
+    """``reset()``, ``inject(x)`` and ``init_state`` once, and ``f`` over the packed state."""
+    cell.reset()
+    injection = cell.inject(x)
+    state = cell.init_state(injection)
+    spec = StateSpec.of(state)
+
+    def f(z: Tensor) -> Tensor:
+        return pack(cell(unpack(z, spec), injection))
+
+    return BoundCell(f, pack(state).detach(), spec, injection)
+
+
+def _resolve(kind: str, value: Any, options: dict[str, Any] | None, base: type) -> Any:
+    if isinstance(value, str):
+        getter = get_gradient if kind == "gradient" else get_solver
+        return getter(value, **(options or {}))
+    if options:
+        raise ValueError(f"{kind}_options apply only when {kind} is given by name")
+    if not isinstance(value, base):
+        raise TypeError(f"{kind} must be a registered name or a {base.__name__}, got {value!r}")
+    return value
+
+
+class DEQ(nn.Module):
+    """A deep equilibrium layer: ``forward(x)`` returns the equilibrium state tuple.
+
+    - ``solver`` / ``gradient``: registered names (built with ``*_options``) or instances.
+    - ``f_*`` / ``b_*``: iteration cap, tolerance and stop mode of the forward solve and of
+      the backward solve of estimators that solve one (ift), whose own options override them;
+      ``b_solver`` (a name built with ``b_solver_options``, or a `Solver`) may be affine-only;
+      ``b_stop_mode`` None: as the forward's.
+    - ``jac_reg_weight`` > 0 computes a Hutchinson Jacobian penalty on a ``jac_reg_freq``
+      fraction of training forwards (deterministically spaced), with ``jac_reg_samples``
+      probes from ``jac_reg_probe``; add `jac_reg_loss` to the training loss.
+    - In eval mode, or with gradients disabled, the output is the detached ``z*``;
+      ``keep_graph_in_eval`` attaches the estimator in eval mode too (input gradients).
+
+    ``stats`` describes the last forward (and its backward once that runs).
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        solver: str | Solver = "fixed-point",
+        gradient: str | GradientEstimator = "ift",
+        *,
+        f_max_iter: int = 30,
+        f_tol: float = 1e-3,
+        b_max_iter: int = 30,
+        b_tol: float = 1e-4,
+        stop_mode: str = "rel",
+        b_stop_mode: str | None = None,
+        b_solver: str | Solver = "fixed-point",
+        solver_options: dict[str, Any] | None = None,
+        gradient_options: dict[str, Any] | None = None,
+        b_solver_options: dict[str, Any] | None = None,
+        jac_reg_weight: float = 0.0,
+        jac_reg_freq: float = 1.0,
+        jac_reg_samples: int = 1,
+        jac_reg_probe: str = "gaussian",
+        keep_graph_in_eval: bool = False,
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.solver: Solver = _resolve("solver", solver, solver_options, Solver)
+        if getattr(self.solver, "affine_only", False):
+            raise ValueError(
+                f"{type(self.solver).__name__} solves only affine maps; a cell is not one "
+                "(use it as the ift backward solver instead)"
+            )
+        self.b_solver: Solver = _resolve("b_solver", b_solver, b_solver_options, Solver)
+        self.gradient: GradientEstimator = _resolve(
+            "gradient", gradient, gradient_options, GradientEstimator
+        )
+        if f_max_iter < 1 or b_max_iter < 1:
+            raise ValueError("f_max_iter and b_max_iter must be >= 1")
+        b_stop_mode = stop_mode if b_stop_mode is None else b_stop_mode
+        for mode in (stop_mode, b_stop_mode):
+            if mode not in STOP_MODES:
+                raise ValueError(f"stop modes must be 'abs' or 'rel', got {mode!r}")
+        if jac_reg_weight < 0 or not 0 <= jac_reg_freq <= 1 or jac_reg_samples < 1:
+            raise ValueError(
+                "jac_reg_weight must be >= 0, jac_reg_freq in [0, 1] and jac_reg_samples >= 1"
+            )
+        if jac_reg_probe not in PROBES:
+            raise ValueError(f"jac_reg_probe must be one of {', '.join(PROBES)}")
+        self.f_max_iter, self.f_tol, self.stop_mode = f_max_iter, f_tol, stop_mode
+        self.b_max_iter, self.b_tol, self.b_stop_mode = b_max_iter, b_tol, b_stop_mode
+        self.jac_reg_weight, self.jac_reg_freq = jac_reg_weight, jac_reg_freq
+        self.jac_reg_samples, self.jac_reg_probe = jac_reg_samples, jac_reg_probe
+        self.keep_graph_in_eval = keep_graph_in_eval
+        self.stats = DEQStats()
+        self._jac_credit = 0.0  # accumulates jac_reg_freq; a penalty is due at each whole unit
+
+    def forward(self, x: Tensor) -> State:
+        attach = torch.is_grad_enabled() and (self.training or self.keep_graph_in_eval)
+        with torch.set_grad_enabled(attach):  # a detached answer needs no injection graph
+            bound = bind(self.cell, x)
+        stats = self.stats = DEQStats()
+        ctx = GradContext(
+            z0=bound.z0,
+            f_max_iter=self.f_max_iter,
+            f_tol=self.f_tol,
+            f_stop_mode=self.stop_mode,
+            b_max_iter=self.b_max_iter,
+            b_tol=self.b_tol,
+            b_stop_mode=self.b_stop_mode,
+            b_solver=self.b_solver,
+            stats=stats,
+        )
+        if attach and self.gradient.unrolls_forward:
+            out = self.gradient(bound.f, None, ctx)
+            z_star = out.detach()
+        else:
+            result = self.solver(
+                bound.f,
+                bound.z0,
+                max_iter=self.f_max_iter,
+                tol=self.f_tol,
+                stop_mode=self.stop_mode,
+            )
+            stats.record_forward(result)
+            z_star = result.z
+            out = self.gradient(bound.f, z_star, ctx) if attach else z_star
+        if attach and self.training and self._jac_reg_due():
+            stats.jac_loss = jacobian_penalty(
+                bound.f, z_star, n_samples=self.jac_reg_samples, dist=self.jac_reg_probe
+            )
+        return unpack(out, bound.spec)
+
+    def _jac_reg_due(self) -> bool:
+        if self.jac_reg_weight == 0:
+            return False
+        self._jac_credit += self.jac_reg_freq
+        if self._jac_credit >= 1 - 1e-9:  # tolerate float drift in e.g. 3 × (1/3)
+            self._jac_credit -= 1
+            return True
+        return False
+
+    def jac_reg_loss(self) -> Tensor | float:
+        """``jac_reg_weight × stats.jac_loss`` of the last forward, 0.0 when none was computed."""
+        if self.stats.jac_loss is None:
+            return 0.0
+        return self.jac_reg_weight * self.stats.jac_loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"solver={type(self.solver).__name__}, gradient={type(self.gradient).__name__}, "
+            f"f_max_iter={self.f_max_iter}, f_tol={self.f_tol:g}, b_max_iter={self.b_max_iter}, "
+            f"b_solver={type(self.b_solver).__name__}, b_tol={self.b_tol:g}, "
+            f"stop_mode={self.stop_mode!r}"
+        )

@@ -1,0 +1,58 @@
+"""The gradient-estimator interface and the context the DEQ layer hands to an estimator.
+
+An estimator gets ``f`` on flat ``(B, D)`` states, differentiable with respect to the cell's
+parameters and the injection, and the detached equilibrium ``z*``. It returns a tensor whose
+value is ``f(z*)`` (or, for the unrolled and phantom estimators, their last iterate, which
+equals it at convergence) and whose backward pass is the estimator's gradient.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import Tensor
+
+from deqbench.solvers.base import STOP_MODES, Fn, Solver
+from deqbench.stats import DEQStats
+
+
+@dataclass(eq=False)
+class GradContext:
+    """What the DEQ layer tells an estimator besides ``f`` and ``z*``.
+
+    The ``b_*`` settings are the layer's backward defaults (``b_solver`` None: fixed-point);
+    an estimator's own options may override them. The ``f_*`` settings and ``z0`` serve
+    estimators that replace the forward solve (``unrolls_forward``). Statistics go to
+    ``stats``.
+    """
+
+    z0: Tensor  #: (B, D) the detached starting state of the forward solve
+    f_max_iter: int = 30
+    f_tol: float = 1e-3
+    f_stop_mode: str = "rel"
+    b_max_iter: int = 30
+    b_tol: float = 1e-4
+    b_stop_mode: str = "rel"
+    b_solver: Solver | None = None
+    stats: DEQStats = field(default_factory=DEQStats)
+
+    def __post_init__(self) -> None:
+        for name in ("f_stop_mode", "b_stop_mode"):
+            if getattr(self, name) not in STOP_MODES:
+                raise ValueError(f"{name} must be 'abs' or 'rel', got {getattr(self, name)!r}")
+
+
+class GradientEstimator(abc.ABC):
+    """Attaches a backward pass to the equilibrium. Options are constructor arguments.
+
+    An estimator with ``unrolls_forward = True`` computes the forward itself from ``ctx.z0``:
+    the layer then skips its forward solve and passes ``z_star=None``.
+    """
+
+    unrolls_forward: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def __call__(self, f: Fn, z_star: Tensor | None, ctx: GradContext) -> Tensor:
+        """A ``(B, D)`` tensor equal to ``f(z*)`` whose backward is this estimator's gradient."""

@@ -1,0 +1,94 @@
+"""Exact implicit differentiation: the backward solves ``g = Jᵀ g + v`` with a root solver.
+
+``J = ∂f/∂z`` at ``z*`` and ``v`` is the incoming gradient. The solve runs with any registered
+solver (``gmres`` suits this affine system best), starting from zero, with its own iteration
+cap and tolerance, and each product ``Jᵀ g`` is one vector-Jacobian product through a single
+application of ``f`` kept from the forward. Its statistics land in ``stats.backward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from deqbench.gradients.base import GradContext, GradientEstimator
+from deqbench.plugins import get_solver
+from deqbench.solvers.base import STOP_MODES, Fn, Solver
+from deqbench.solvers.fixed_point import FixedPoint
+
+
+class _ImplicitBackward(torch.autograd.Function):
+    """Identity in the forward; in the backward, replaces ``v`` by the solver's ``g``.
+
+    The Function sits on top of ``f(z*)`` and takes its VJPs with ``autograd.grad`` on that
+    subgraph, which lies below it, so nothing re-enters: no hook to remove, and every
+    backward call (``retain_graph=True``) solves again.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, fz: Tensor, solve_adjoint: Any) -> Tensor:
+        ctx.solve_adjoint = solve_adjoint
+        return fz.view_as(fz)
+
+    @staticmethod
+    @once_differentiable  # the solve is not differentiable: double backward must fail loudly
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return ctx.solve_adjoint(grad), None
+
+
+@dataclass(kw_only=True)
+class IFT(GradientEstimator):
+    """Implicit-function-theorem gradient.
+
+    ``solver`` is a registered name (built with ``solver_options``) or a `Solver`; it,
+    ``max_iter``, ``tol`` and ``stop_mode`` override the DEQ layer's ``b_*`` settings when set.
+    A solve that does not converge still returns its best iterate (never the zero start);
+    ``stats.backward`` then says so in its status and message.
+    """
+
+    solver: str | Solver | None = None
+    solver_options: dict[str, Any] = field(default_factory=dict)
+    max_iter: int | None = None
+    tol: float | None = None
+    stop_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.solver, str):
+            self.solver = get_solver(self.solver, **self.solver_options)
+        elif self.solver_options:
+            raise ValueError("solver_options apply only when solver is given by name")
+        if self.solver is not None and not isinstance(self.solver, Solver):
+            raise TypeError(f"solver must be a registered name or a Solver, got {self.solver!r}")
+        if self.stop_mode is not None and self.stop_mode not in STOP_MODES:
+            raise ValueError(f"stop_mode must be 'abs' or 'rel', got {self.stop_mode!r}")
+
+    def __call__(self, f: Fn, z_star: Tensor | None, ctx: GradContext) -> Tensor:
+        if z_star is None:
+            raise ValueError("ift needs the equilibrium z*")
+        z = z_star.detach().requires_grad_()
+        with torch.enable_grad():
+            fz = f(z)
+        solver = self.solver if self.solver is not None else ctx.b_solver
+        if solver is None:  # no layer and no choice: MDEQ's default
+            solver = FixedPoint()
+        assert isinstance(solver, Solver)
+        settings = {
+            "max_iter": ctx.b_max_iter if self.max_iter is None else self.max_iter,
+            "tol": ctx.b_tol if self.tol is None else self.tol,
+            "stop_mode": ctx.b_stop_mode if self.stop_mode is None else self.stop_mode,
+        }
+
+        def solve_adjoint(v: Tensor) -> Tensor:
+            def adjoint_map(g: Tensor) -> Tensor:  # g ↦ Jᵀ g + v
+                (vjp,) = torch.autograd.grad(fz, z, g, retain_graph=True, allow_unused=True)
+                return v if vjp is None else vjp + v
+
+            result = solver(adjoint_map, torch.zeros_like(v), **settings)
+            ctx.stats.record_backward(result)
+            return result.z
+
+        return _ImplicitBackward.apply(fz, solve_adjoint)
