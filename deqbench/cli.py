@@ -97,18 +97,34 @@ def run(
         sys.exit(1)
 
 
-_SHOWN = {
-    "problem": "problem",
-    "solver": "solver",
+# Run-defining columns, shown only when they differ between rows.
+_SETTINGS = {
     "solver_options": "options",
-    "gradient": "gradient",
-    "status": "status",
+    "max_iter": "max iter",
+    "tol": "tol",
+    "stop_mode": "stop",
+    "gradient_options": "grad options",
+}
+_SOLVE = {
     "nfe": "NFE",
     "converged_frac": "conv.",
     "rel_residual_max": "rel res max",
     "solve_ms_median": "solve ms",
     "overhead_per_nfe": "×bare/NFE",
     "solver_mem_mb": "solver MB",
+    "spectral_radius_median": "ρ(J)",
+}
+_GRADIENT = {
+    "nfe": "NFE",
+    "rel_residual_max": "rel res max",
+    "forward_ms_median": "fwd ms",
+    "backward_ms_median": "bwd ms",
+    "b_nfe": "b NFE",
+    "b_status": "b status",
+    "grad_cosine": "grad cos",
+    "grad_rel_error": "grad rel err",
+    "saved_mb": "saved MB",
+    "peak_mem_mb": "CUDA peak MB",
 }
 
 
@@ -117,20 +133,30 @@ def _cell(value: object) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
-    return "" if value == "{}" else str(value)
+    if isinstance(value, str) and value.startswith("{"):  # options, stored as JSON
+        return " ".join(f"{k}={v}" for k, v in json.loads(value).items())
+    return str(value)
 
 
 def results_table(rows: list[dict]) -> Table:
     """A rich table of the columns a reader scans first; the CSV has them all."""
-    shown = {k: v for k, v in _SHOWN.items() if any(_cell(r.get(k)) not in ("–", "") for r in rows)}
-    table = Table(show_lines=False)
+    gradients = any(_cell(r.get("gradient")) not in ("–", "") for r in rows)
+    varying = {k: v for k, v in _SETTINGS.items() if len({_cell(r.get(k)) for r in rows}) > 1}
+    columns = {
+        "problem": "problem",
+        "solver": "solver",
+        **({"gradient": "gradient"} if gradients else {}),
+        **varying,
+        "status": "status",
+        **(_GRADIENT if gradients else _SOLVE),
+    }
+    shown = {k: v for k, v in columns.items() if any(_cell(r.get(k)) != "–" for r in rows)}
+    table = Table()
     for title in shown.values():
         table.add_column(title, overflow="fold")
-    colour = {"converged": "green", "max_iter": "yellow"}
+    colour = {"converged": None, "max_iter": "yellow"}
     for row in rows:
-        cells = [_cell(row.get(k)) for k in shown]
-        style = colour.get(row.get("status", ""), "red")
-        table.add_row(*cells, style=None if style == "green" else style)
+        table.add_row(*(_cell(row.get(k)) for k in shown), style=colour.get(row["status"], "red"))
     return table
 
 
