@@ -65,18 +65,22 @@ def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (overrides suite.device).")
 @click.option("--limit", type=click.IntRange(min=1), help="Smoke run: cap iterations at N.")
+@click.option("--only", multiple=True, metavar="PROBLEM", help="Run only these problems.")
 def run(
     suite_file: Path,
     out: Path | None,
     overrides: tuple[str, ...],
     device: str | None,
     limit: int | None,
+    only: tuple[str, ...],
 ) -> None:
     """Run a suite and write its report (CSV, traces and metadata)."""
     from deqbench.runner import resolve_device, run_suite
-    from deqbench.suite import load_suite, smoke
+    from deqbench.suite import load_suite, select, smoke
 
     suite = load_suite(suite_file, overrides)
+    if only:
+        suite = select(suite, only)
     if limit:
         suite = smoke(suite, limit)
     dev = resolve_device(device or suite.spec.suite.device)

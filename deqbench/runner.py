@@ -82,6 +82,21 @@ def run_suite(
     A crash, an OOM or a diverging solver becomes a row with a status, and the suite goes on.
     Ctrl-C writes the run in progress as ``interrupted`` and stops.
     """
+    threads = torch.get_num_threads()
+    if suite.spec.suite.threads:
+        torch.set_num_threads(suite.spec.suite.threads)
+    try:
+        return _run_all(suite, out, device, on_row)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_all(
+    suite: Suite,
+    out: Path,
+    device: torch.device,
+    on_row: Callable[[dict[str, Any]], None] | None,
+) -> SuiteOutcome:
     writer = ReportWriter(out)
     registry = get_registry()
     meta = metadata(registry.versions, registry.failures, device)

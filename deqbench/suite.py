@@ -52,6 +52,7 @@ class SuiteInfo(_Table):
     dtype: Literal["float32", "float64"] = "float32"
     repeats: Annotated[int, Field(ge=1)] = 5
     warmup: Annotated[int, Field(ge=0)] = 1
+    threads: Annotated[int, Field(ge=1)] | None = None  # torch CPU threads; None: torch's own
 
 
 class Problem(_Table):
@@ -305,3 +306,16 @@ def smoke(suite: Suite, limit: int) -> Suite:
     info = suite.spec.suite.model_copy(update={"repeats": 1, "warmup": 0})
     runs = tuple(dataclasses.replace(run, max_iter=min(run.max_iter, limit)) for run in suite.runs)
     return Suite(suite.path, suite.spec.model_copy(update={"suite": info}), runs)
+
+
+def select(suite: Suite, problems: Iterable[str]) -> Suite:
+    """Only the runs of the named problems (``--only``); unknown names are errors."""
+    names = {p.name for p in suite.spec.problems}
+    wanted = list(problems)
+    for name in wanted:
+        if name not in names:
+            raise ConfigError(
+                f"{suite.path}: --only {name}: no such problem{did_you_mean(name, names)}"
+            )
+    runs = tuple(run for run in suite.runs if run.problem.name in wanted)
+    return Suite(suite.path, suite.spec, runs)

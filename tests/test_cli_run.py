@@ -21,14 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_solvers_suite_writes_csv_meta_and_traces(cli, tmp_path):
     out = tmp_path / "solvers.csv"
     args = ["run", str(ROOT / "suites/solvers.toml"), "--out", str(out), "--limit", "40"]
-    result = cli.invoke(main, [*args, "--set", "suite.warmup=0", "--device", "cpu"])
+    only = ["--only", "tanh-gauss-0.9", "--only", "tanh-orth-0.99"]
+    result = cli.invoke(main, [*args, *only, "--device", "cpu"])
     assert result.exit_code == 0, result.output
     frame = read_report(out)
     assert list(frame.columns) == list(COLUMNS)
-    assert len(frame) >= 2 and set(frame["problem"]) >= {"tanh-easy", "tanh-hard"}
+    assert set(frame["problem"]) == {"tanh-gauss-0.9", "tanh-orth-0.99"}
+    assert len(frame) == 2 * len(set(frame["solver"])) and "anderson" in set(frame["solver"])
     assert frame["status"].isin(["converged", "max_iter"]).all()
     assert (frame["nfe"] <= 40).all() and (frame["repeats"] == 1).all()  # --limit: a smoke run
-    easy = frame[frame.problem == "tanh-easy"]
+    easy = frame[frame.problem == "tanh-gauss-0.9"]
     assert (easy["rel_residual_max"] <= 1e-4).all() and (easy["converged_frac"] == 1).all()
     traces = read_report(out.with_name("solvers.traces.csv"))
     assert list(traces.columns) == list(TRACE_COLUMNS)
@@ -37,7 +39,7 @@ def test_solvers_suite_writes_csv_meta_and_traces(cli, tmp_path):
     meta = json.loads(out.with_name("solvers.meta.json").read_text())
     assert meta["torch"] == torch.__version__ and meta["cpu_count"] >= 1
     assert meta["plugins"]["deqbench"] and "problems" in meta["plugins"]
-    assert "tanh-easy" in result.output  # the rich table
+    assert "tanh-orth-0.99" in result.output  # the rich table
 
 
 class _Exploding(TanhCell):
@@ -136,6 +138,11 @@ def test_cuda_request_without_cuda_is_a_clear_error(cli, tmp_path):
         pytest.skip("this machine has CUDA")
     result = cli.invoke(main, ["run", str(ROOT / "suites/solvers.toml"), "--device", "cuda"])
     assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+def test_only_unknown_problem(cli):
+    result = cli.invoke(main, ["run", str(ROOT / "suites/solvers.toml"), "--only", "conv-esy"])
+    assert result.exit_code == 2 and "did you mean 'conv-easy'" in result.output
 
 
 def pd_isna(value) -> bool:
