@@ -10,13 +10,14 @@ import abc
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 Fn = Callable[[Tensor], Tensor]
 STOP_MODES = ("abs", "rel")
-_EPS = 1e-30  # guards ‖f(z)‖ = 0 in the relative residual; far below any float32 residual
+_EPS = 1e-30  # floors ‖f(z)‖ in the relative residual; far below any float32 norm
 
 
 class Status(str, enum.Enum):
@@ -86,14 +87,31 @@ class SolverResult:
         )
 
 
+def check_call(z0: Tensor, max_iter: int, tol: float, stop_mode: str) -> None:
+    """Raise ValueError for arguments no solve can honour (shared by solvers that skip
+    `Monitor`, such as adapters of other libraries)."""
+    if z0.dim() != 2:
+        raise ValueError(f"solvers take a flat (B, D) state, got shape {tuple(z0.shape)}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"stop_mode must be 'abs' or 'rel', got {stop_mode!r}")
+
+
 @dataclass(kw_only=True)
 class Solver(abc.ABC):
     """A root solver. Options are constructor fields; the solve is ``solver(f, z0, ...)``.
 
     ``divergence``: a sample whose absolute residual grows this many times above its lowest so
     far, or turns non-finite, is stopped and marked diverged.
+
+    ``affine_only``: a class that sets it True solves only affine maps ``f(z) = Az + b`` (a
+    Krylov method, say); the conformance kit then skips its checks on nonlinear maps.
     """
 
+    affine_only: ClassVar[bool] = False
     divergence: float = 1e4
 
     def __post_init__(self) -> None:
@@ -104,14 +122,7 @@ class Solver(abc.ABC):
         self, f: Fn, z0: Tensor, *, max_iter: int = 50, tol: float = 1e-4, stop_mode: str = "rel"
     ) -> SolverResult:
         """Solve ``z = f(z)`` from ``z0`` (``(B, D)``); at most ``max_iter`` calls of ``f``."""
-        if z0.dim() != 2:
-            raise ValueError(f"solvers take a flat (B, D) state, got shape {tuple(z0.shape)}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        if not tol > 0:
-            raise ValueError(f"tol must be > 0, got {tol}")
-        if stop_mode not in STOP_MODES:
-            raise ValueError(f"stop_mode must be 'abs' or 'rel', got {stop_mode!r}")
+        check_call(z0, max_iter, tol, stop_mode)
         with torch.no_grad():
             monitor = Monitor(z0, max_iter, tol, stop_mode, self.divergence)
             self.solve(f, z0, monitor)
@@ -133,6 +144,11 @@ class Monitor:
     ``observe(z, fz, g)`` with ``g = fz − z`` records one evaluation. Its answer to "all done?"
     is free on the CPU; on CUDA it reads a flag copied asynchronously at an earlier step, so the
     GPU never stalls (a solve may then run a step or two past the last sample's convergence).
+
+    ``observe`` is on every solver's hot path: it writes into its buffers (``out=``), and on the
+    CPU, where reading a flag costs nothing, it copies whole rows instead of selecting them
+    element by element when every sample takes the same branch (``torch.where`` is not
+    vectorised there: several times the cost of a copy).
     """
 
     z0: Tensor
@@ -146,43 +162,75 @@ class Monitor:
     def __post_init__(self) -> None:
         z0, batch = self.z0, self.z0.shape[0]
         real = z0.dtype if z0.dtype.is_floating_point else torch.float32
-        self.abs_trace = z0.new_zeros(self.budget, batch, dtype=real)
-        self.rel_trace = z0.new_zeros(self.budget, batch, dtype=real)
+        # Row 0: absolute, row 1: relative; one buffer so one `where` writes both traces.
+        self._traces = z0.new_zeros(2, self.budget, batch, dtype=real)
+        self.abs_trace, self.rel_trace = self._traces.unbind(0)
+        self._res = z0.new_empty(2, batch, dtype=real)  # this evaluation's (abs, rel)
+        self._abs, self._rel = self._res.unbind(0)
         self.best_z = z0.clone()
         self.best_r = z0.new_full((batch,), float("inf"), dtype=real)
-        self.min_abs = z0.new_full((batch,), float("inf"), dtype=real)
+        # The divergence bound: `divergence` × the lowest absolute residual so far, kept at or
+        # below the largest float so that an infinite residual always exceeds it.
+        self._bound = z0.new_full((batch,), torch.finfo(real).max, dtype=real)
         self.best_step = z0.new_zeros(batch, dtype=torch.long)
         self.nstep = z0.new_zeros(batch, dtype=torch.long)
         self.status = z0.new_ones(batch, dtype=torch.int8)  # max_iter until shown otherwise
         self.active = z0.new_ones(batch, dtype=torch.bool)
+        # Tensor constants: a Python number in a binary op costs a conversion on every call.
+        self._codes = z0.new_tensor([0, 1, 2], dtype=torch.int8).unbind(0)
+        self._tol = z0.new_tensor(self.tol, dtype=real)
+        self._div = z0.new_tensor(self.divergence, dtype=real)
+        self._cpu = z0.device.type == "cpu"
         self._flag = _DoneFlag(z0.device)
 
     def observe(self, z: Tensor, fz: Tensor, g: Tensor) -> bool:
         """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
         k, active = self.nfe, self.active
         self.nfe += 1
-        abs_r = torch.linalg.vector_norm(g, dim=1)
-        rel_r = abs_r / (torch.linalg.vector_norm(fz, dim=1) + _EPS)
+        res, abs_r, rel_r = self._res, self._abs, self._rel
+        torch.linalg.vector_norm(g, dim=1, out=abs_r)
+        torch.linalg.vector_norm(fz, dim=1, out=rel_r)
+        torch.div(abs_r, rel_r.clamp_min_(_EPS), out=rel_r)
         r = rel_r if self.stop_mode == "rel" else abs_r
         # Samples that stopped keep their last residual in the trace.
         prev = k - 1 if k else 0
-        torch.where(active, abs_r, self.abs_trace[prev], out=self.abs_trace[k])
-        torch.where(active, rel_r, self.rel_trace[prev], out=self.rel_trace[k])
+        torch.where(active, res, self._traces[:, prev], out=self._traces[:, k])
 
         if k:  # the start is never the answer once a step exists (a zero start = no gradient)
-            better = active & ((r < self.best_r) | (k == 1))
+            self.nstep.masked_fill_(active, k)
+            better = active if k == 1 else active & (r < self.best_r)
             torch.where(better, r, self.best_r, out=self.best_r)
-            torch.where(better[:, None], z, self.best_z, out=self.best_z)
+            self._copy_rows(better, z, self.best_z)
             self.best_step.masked_fill_(better, k)
-        torch.minimum(self.min_abs, abs_r, out=self.min_abs)
+        torch.minimum(self._bound, abs_r * self._div, out=self._bound)
 
-        converged = r <= self.tol
-        diverged = ~torch.isfinite(abs_r) | (abs_r > self.divergence * self.min_abs)
-        self.nstep.masked_fill_(active, k)
-        self.status.masked_fill_(active & converged, 0)
-        self.status.masked_fill_(active & diverged & ~converged, 2)
-        active &= ~(converged | diverged)
+        converged = torch.le(r, self._tol)
+        bounded = torch.le(abs_r, self._bound)  # False for inf and NaN: diverged
+        conv, running, div = self._codes
+        code = torch.where(converged, conv, torch.where(bounded, running, div))
+        torch.where(active, code, self.status, out=self.status)
+        torch.eq(self.status, running, out=active)  # not yet converged or diverged
         return self.nfe >= self.budget or self._flag.all_false(active)
+
+    def where_active(self, new: Tensor, old: Tensor) -> Tensor:
+        """``new`` for samples still active, ``old`` for those that stopped (``(B, D)``).
+
+        Equal to ``torch.where(monitor.active[:, None], new, old)``, but on the CPU it returns
+        ``new`` itself while every sample is active (most of a solve), skipping the select.
+        """
+        if self._cpu and bool(self.active.all()):
+            return new
+        return torch.where(self.active[:, None], new, old)
+
+    def _copy_rows(self, mask: Tensor, src: Tensor, dst: Tensor) -> None:
+        """``dst[i] = src[i]`` where ``mask[i]``, in place."""
+        if self._cpu:
+            if bool(mask.all()):
+                dst.copy_(src)
+                return
+            if not bool(mask.any()):
+                return
+        torch.where(mask[:, None], src, dst, out=dst)
 
     def result(self) -> SolverResult:
         n = max(self.nfe, 1)

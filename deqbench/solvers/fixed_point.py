@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from deqbench.solvers.base import Fn, Monitor, Solver
@@ -29,5 +28,5 @@ class FixedPoint(Solver):
             if monitor.observe(z, fz, g):
                 return
             step = fz if self.beta == 1 else z.add(g, alpha=self.beta)
-            z = torch.where(monitor.active[:, None], step, z)  # stopped samples stay put
+            z = monitor.where_active(step, z)  # stopped samples stay put
             fz = f(z)

@@ -1,0 +1,122 @@
+"""Every registered solver passes the conformance kit; and the kit can fail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+
+from deqbench import get_registry
+from deqbench.solvers import FixedPoint, Monitor, Solver
+from deqbench.solvers.base import Fn
+from deqbench.testing import check_solver, run_solver_check, solver_conformance_params
+from deqbench.testing.solvers import CHECKS, skipped_checks
+
+NAMES = get_registry().names("solvers")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(("solver", "check"), solver_conformance_params(*NAMES))
+def test_registered_solver_conforms(solver, check, dtype):
+    run_solver_check(solver, check, dtype=dtype)
+
+
+def test_every_builtin_is_checked():
+    assert {"fixed-point", "anderson", "broyden"} <= set(NAMES)
+
+
+def test_check_solver_runs_every_applicable_check():
+    assert check_solver("anderson") == list(CHECKS)
+    assert check_solver(FixedPoint(beta=0.9), dtype=torch.float32) == list(CHECKS)
+
+
+def test_affine_only_solvers_skip_the_nonlinear_checks():
+    @dataclass(kw_only=True)
+    class Affine(FixedPoint):
+        affine_only = True
+
+    assert set(skipped_checks(Affine())) == {"divergence", "scale"}
+    assert "scale" not in check_solver(Affine())
+
+
+def test_unknown_deviation_names_are_rejected():
+    @dataclass(kw_only=True)
+    class Odd(FixedPoint):
+        known_deviations: ClassVar[dict[str, str]] = {"speed": "too fast"}
+
+    with pytest.raises(ValueError, match="speed"):
+        skipped_checks(Odd())
+
+
+# -- the kit catches broken solvers ---------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Lazy(Solver):
+    """Observes the start and stops: never moves."""
+
+    def solve(self, f: Fn, z0, monitor: Monitor) -> None:
+        while not monitor.observe(z0, f(z0), f(z0) - z0):
+            pass
+
+
+@dataclass(kw_only=True)
+class Greedy(FixedPoint):
+    """One call of f too many."""
+
+    def solve(self, f: Fn, z0, monitor: Monitor) -> None:
+        f(z0)
+        super().solve(f, z0, monitor)
+
+
+@dataclass(kw_only=True)
+class Touchy(FixedPoint):
+    """Raises when the iterates grow large, instead of reporting divergence."""
+
+    def solve(self, f: Fn, z0, monitor: Monitor) -> None:
+        def strict(z):
+            if float(z.abs().max()) > 1e6:
+                raise FloatingPointError("overflow ahead")
+            return f(z)
+
+        super().solve(strict, z0, monitor)
+
+
+@dataclass(kw_only=True)
+class BatchStop(FixedPoint):
+    """Moves every sample until all converge and reports one step count for all."""
+
+    def solve(self, f: Fn, z0, monitor: Monitor) -> None:
+        z = z0
+        while True:
+            fz = f(z)
+            done = monitor.observe(z, fz, fz - z)
+            monitor.nstep.fill_(monitor.nfe - 1)
+            if done:
+                return
+            z = fz
+
+
+@pytest.mark.parametrize(
+    ("solver", "check", "message"),
+    [
+        (Lazy(), "linear", "linear"),
+        (Greedy(), "budget", "calls"),
+        (Touchy(), "divergence", "raised"),
+        (BatchStop(), "per_sample", "nstep"),
+    ],
+    ids=["lazy", "greedy", "touchy", "batch-stop"],
+)
+def test_the_kit_fails_broken_solvers(solver, check, message):
+    with pytest.raises(AssertionError, match=message):
+        run_solver_check(solver, check)
+    with pytest.raises(AssertionError, match=check):
+        check_solver(solver)
+
+
+def test_the_kit_fails_an_absolute_ridge_on_scale():
+    pytest.importorskip("torchdeq")
+    with pytest.raises(AssertionError, match="scale 1, 1e-3, 1e3"):
+        run_solver_check("torchdeq-anderson", "scale")
