@@ -1,4 +1,4 @@
-"""TorchDEQ's solvers as deqbench solvers (registered only when ``torchdeq`` is installed).
+"""TorchDEQ's solvers and implicit backward as deqbench plugins (only when it is installed).
 
 ``torchdeq-fixed-point``, ``torchdeq-anderson`` and ``torchdeq-broyden`` run TorchDEQ's own
 solver functions, so a suite can set them beside deqbench's. Their result is rebuilt from what
@@ -15,6 +15,10 @@ TorchDEQ reports, honestly:
 - status: converged when the lowest residual TorchDEQ considered is ≤ tol; diverged when the
   trace turns non-finite or grows ``divergence`` times above its lowest; else max_iter;
 - ``nstep``: the same for every sample: TorchDEQ stops the whole batch at once.
+
+``torchdeq-ift`` is TorchDEQ's own implicit backward (``backward_factory("ift")``, its
+``autograd.Function`` version, which re-evaluates ``f`` in the backward) with one of the solvers
+above, so its time and memory can be set beside deqbench's ``ift``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import torch
 from torch import Tensor
 
 import deqbench
-from deqbench.solvers.base import Fn, Monitor, Solver, SolverResult, check_call
+from deqbench.gradients.base import GradContext, GradientEstimator
+from deqbench.solvers.base import STOP_MODES, Fn, Monitor, Solver, SolverResult, check_call
 
 # What the conformance kit finds (`deqbench.testing.solvers`), recorded rather than patched:
 # the adapter shows TorchDEQ as it is.
@@ -182,6 +187,55 @@ class TorchDEQBroyden(_TorchDEQSolver):
         return {"LBFGS_thres": self.memory}
 
 
+_BACKWARD_SOLVERS = {
+    "fixed-point": TorchDEQFixedPoint,
+    "anderson": TorchDEQAnderson,
+    "broyden": TorchDEQBroyden,
+}
+
+
+@dataclass(kw_only=True)
+class TorchDEQIFT(GradientEstimator):
+    """TorchDEQ's implicit backward with its ``solver`` (fixed-point, anderson or broyden).
+
+    ``max_iter``, ``tol`` and ``stop_mode`` override the DEQ layer's ``b_*`` settings when set;
+    the backward solve's record lands in ``stats.backward`` like deqbench's own ``ift``.
+    """
+
+    solver: str = "anderson"
+    max_iter: int | None = None
+    tol: float | None = None
+    stop_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.solver not in _BACKWARD_SOLVERS:
+            raise ValueError(
+                f"solver must be one of {', '.join(_BACKWARD_SOLVERS)}, got {self.solver!r}"
+            )
+        if self.stop_mode is not None and self.stop_mode not in STOP_MODES:
+            raise ValueError(f"stop_mode must be 'abs' or 'rel', got {self.stop_mode!r}")
+
+    def __call__(self, f: Fn, z_star: Tensor | None, ctx: GradContext) -> Tensor:
+        from torchdeq.grad import backward_factory
+
+        if z_star is None:
+            raise ValueError("torchdeq-ift needs the equilibrium z*")
+        solver = _BACKWARD_SOLVERS[self.solver]()
+        settings = {
+            "max_iter": ctx.b_max_iter if self.max_iter is None else self.max_iter,
+            "tol": ctx.b_tol if self.tol is None else self.tol,
+            "stop_mode": ctx.b_stop_mode if self.stop_mode is None else self.stop_mode,
+        }
+
+        def b_solver(adjoint_map: Fn, start: Tensor, **_: Any) -> tuple[Tensor, list, None]:
+            result = solver(adjoint_map, start, **settings)  # TorchDEQ's loop, counted
+            ctx.stats.record_backward(result)
+            return result.z, [], None
+
+        (out,) = backward_factory("ift", b_solver=b_solver)(None, f, z_star.detach())
+        return out
+
+
 SOLVERS: tuple[tuple[str, Callable[..., Solver], str], ...] = (
     ("torchdeq-fixed-point", TorchDEQFixedPoint, "TorchDEQ's fixed-point iteration"),
     ("torchdeq-anderson", TorchDEQAnderson, "TorchDEQ's Anderson acceleration (absolute ridge)"),
@@ -197,3 +251,12 @@ def register_solvers(register):
         return  # not installed: nothing to adapt
     for name, factory, description in SOLVERS:
         register(name, factory, description=description)
+
+
+@deqbench.hookimpl
+def register_gradients(register):
+    try:
+        import torchdeq.grad  # noqa: F401
+    except ImportError:
+        return
+    register("torchdeq-ift", TorchDEQIFT, description="TorchDEQ's implicit backward (ift)")

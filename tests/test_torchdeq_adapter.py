@@ -94,3 +94,33 @@ def test_registers_nothing_without_torchdeq(monkeypatch):
     registered = []
     torchdeq_adapter.register_solvers(register=lambda *args, **kw: registered.append(args))
     assert registered == []
+
+
+@pytest.mark.parametrize("b_solver", ["fixed-point", "anderson", "broyden"])
+def test_torchdeq_ift_matches_the_exact_gradient(b_solver):
+    from deqbench.gradients import gradient_agreement, parameter_gradient, reference_gradient
+    from deqbench.plugins import get_cell, get_gradient
+
+    assert get_registry().get("gradients", "torchdeq-ift").plugin == "torchdeq"
+    cell = get_cell("tanh", dim=16, spectral_norm=0.7).double()
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w = torch.randn(16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def loss(state):
+        return (state[0] @ w).mean()
+
+    exact = reference_gradient(cell, x, loss, f_tol=1e-12, b_tol=1e-12)
+    estimator = get_gradient("torchdeq-ift", solver=b_solver, max_iter=200, tol=1e-11)
+    got = parameter_gradient(
+        cell, x, loss, gradient=estimator, solver="anderson", f_max_iter=200, f_tol=1e-12
+    )
+    assert got.stats.backward is not None and got.stats.backward.nfe <= 200
+    agreement = gradient_agreement(got.grads, exact.grads)
+    assert agreement.rel_error < 1e-8, agreement
+
+
+def test_torchdeq_ift_rejects_unknown_solver():
+    from deqbench.plugins import get_gradient
+
+    with pytest.raises(ValueError, match="solver must be one of"):
+        get_gradient("torchdeq-ift", solver="gmres")
