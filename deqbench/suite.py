@@ -237,8 +237,8 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
         factories = [
             _lookup(registry, kind, n, f"{table[0]}[{j}]", fail) for j, n in enumerate(sweep)
         ]
-        for name in options:
-            if name not in sweep:
+        for name in options:  # options of a registered name left out of the sweep just wait
+            if name not in sweep and name not in registry.names(kind):
                 fail(f"{table[1]}.{name}", f"not in {table[0]}{did_you_mean(name, sweep)}")
         for name, factory in zip(sweep, factories, strict=True):
             for combo in _product(options.get(name, {})):

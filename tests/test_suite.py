@@ -95,6 +95,11 @@ BAD = {
         "matrix.solver[0]: unknown solver 'fixed-pont'; did you mean 'fixed-point'",
         "matrix.solver[0]",
     ),
+    "options-of-unknown-solver": (
+        GOOD.replace("[solver_options.fixed-point]", "[solver_options.andersen]"),
+        "solver_options.andersen: not in matrix.solver",
+        "solver_options.andersen",
+    ),
     "unknown-cell": (
         GOOD.replace('cell = "tanh"', 'cell = "tahn"'),
         "problems[0].cell: unknown cell 'tahn'; did you mean 'tanh'",
@@ -139,3 +144,11 @@ def test_missing_file(cli, tmp_path):
 def test_validate_ok(cli, tmp_path):
     result = cli.invoke(main, ["validate", str(_write(tmp_path, GOOD))])
     assert result.exit_code == 0 and "expands to 4 runs" in result.output
+
+
+def test_options_of_a_registered_solver_left_out_of_the_sweep_wait(tmp_path):
+    text = GOOD + "\n[solver_options.anderson]\nm = [3]\n"
+    suite = load_suite(_write(tmp_path, text))  # --set matrix.solver=[...] may bring it back
+    assert {r.solver for r in suite.runs} == {"fixed-point"}
+    both = load_suite(_write(tmp_path, text), ['matrix.solver=["fixed-point", "anderson"]'])
+    assert {r.solver_options.get("m") for r in both.runs if r.solver == "anderson"} == {3}
