@@ -67,6 +67,7 @@ class Anderson(Solver):
         rows, cols, valid_slot = gram.unbind(1), gram.unbind(2), valid.unbind(1)
         diag_slot = gram.diagonal(dim1=1, dim2=2).unbind(1)
         gs_t, rhs = gs.transpose(1, 2), valid.unsqueeze(2)
+        cpu = z0.device.type == "cpu"
         z = z0
         for k in count():
             s = k % m
@@ -79,8 +80,9 @@ class Anderson(Solver):
             row = torch.bmm(g_s.unsqueeze(1), gs_t).squeeze(1).mul_(ridge[s])
             if self.restart:  # samples whose residual grew keep only the newest slot
                 grew = row[:, s] > diag_slot[(k - 1) % m]
-                valid.masked_fill_(grew.unsqueeze(1), 0)
-                torch.where(grew[:, None, None], eye, gram, out=gram)
+                if not cpu or bool(grew.any()):  # reading the flag is free on the CPU only
+                    valid.masked_fill_(grew.unsqueeze(1), 0)
+                    torch.where(grew[:, None, None], eye, gram, out=gram)
             valid_slot[s].fill_(1)
             row.mul_(valid)
             rows[s].copy_(row)

@@ -165,8 +165,6 @@ class Monitor:
         # Row 0: absolute, row 1: relative; one buffer so one `where` writes both traces.
         self._traces = z0.new_zeros(2, self.budget, batch, dtype=real)
         self.abs_trace, self.rel_trace = self._traces.unbind(0)
-        self._res = z0.new_empty(2, batch, dtype=real)  # this evaluation's (abs, rel)
-        self._abs, self._rel = self._res.unbind(0)
         self.best_z = z0.clone()
         self.best_r = z0.new_full((batch,), float("inf"), dtype=real)
         # The divergence bound: `divergence` × the lowest absolute residual so far, kept at or
@@ -182,34 +180,41 @@ class Monitor:
         self._div = z0.new_tensor(self.divergence, dtype=real)
         self._cpu = z0.device.type == "cpu"
         self._flag = _DoneFlag(z0.device)
+        # On the CPU, True while every sample is active: the common case, with a shorter path.
+        self._every = self._cpu
 
     def observe(self, z: Tensor, fz: Tensor, g: Tensor) -> bool:
         """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
-        k, active = self.nfe, self.active
+        k, active, every = self.nfe, self.active, self._every
         self.nfe += 1
-        res, abs_r, rel_r = self._res, self._abs, self._rel
+        res = self._traces[:, k]
+        abs_r, rel_r = self.abs_trace[k], self.rel_trace[k]
         torch.linalg.vector_norm(g, dim=1, out=abs_r)
         torch.linalg.vector_norm(fz, dim=1, out=rel_r)
         torch.div(abs_r, rel_r.clamp_min_(_EPS), out=rel_r)
         r = rel_r if self.stop_mode == "rel" else abs_r
-        # Samples that stopped keep their last residual in the trace.
-        prev = k - 1 if k else 0
-        torch.where(active, res, self._traces[:, prev], out=self._traces[:, k])
+        if not every:  # samples that stopped keep their last residual in the trace
+            torch.where(active, res, self._traces[:, k - 1 if k else 0], out=res)
 
         if k:  # the start is never the answer once a step exists (a zero start = no gradient)
-            self.nstep.masked_fill_(active, k)
-            better = active if k == 1 else active & (r < self.best_r)
+            better = active if k == 1 else torch.lt(r, self.best_r)
+            if not every and k > 1:
+                better &= active
             torch.where(better, r, self.best_r, out=self.best_r)
             self._copy_rows(better, z, self.best_z)
             self.best_step.masked_fill_(better, k)
+        # ``abs_r <= min(bound, divergence·abs_r)`` is ``abs_r <= bound`` (false for inf, NaN).
+        bounded = torch.le(abs_r, self._bound)
         torch.minimum(self._bound, abs_r * self._div, out=self._bound)
+        if every and bool(torch.gt(r, self._tol).logical_and_(bounded).all()):
+            return self.nfe >= self.budget  # every sample still runs: nothing else changes
 
-        converged = torch.le(r, self._tol)
-        bounded = torch.le(abs_r, self._bound)  # False for inf and NaN: diverged
+        self.nstep.masked_fill_(active, k)  # `result` fills it in while every sample runs
         conv, running, div = self._codes
-        code = torch.where(converged, conv, torch.where(bounded, running, div))
+        code = torch.where(torch.le(r, self._tol), conv, torch.where(bounded, running, div))
         torch.where(active, code, self.status, out=self.status)
         torch.eq(self.status, running, out=active)  # not yet converged or diverged
+        self._every = False  # (on the CPU) some sample has stopped, here or before
         return self.nfe >= self.budget or self._flag.all_false(active)
 
     def where_active(self, new: Tensor, old: Tensor) -> Tensor:
@@ -234,6 +239,8 @@ class Monitor:
 
     def result(self) -> SolverResult:
         n = max(self.nfe, 1)
+        if self._every:  # no sample has stopped, and `observe` left `nstep` behind
+            self.nstep.fill_(n - 1)
         return SolverResult(
             z=self.best_z,
             nstep=self.nstep,

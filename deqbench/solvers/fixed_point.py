@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from deqbench.solvers.base import Fn, Monitor, Solver
@@ -23,8 +24,9 @@ class FixedPoint(Solver):
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
         z = z0
         fz = f(z)
+        g = torch.empty_like(fz)  # reused: no allocation per step
         while True:
-            g = fz - z
+            torch.sub(fz, z, out=g)
             if monitor.observe(z, fz, g):
                 return
             step = fz if self.beta == 1 else z.add(g, alpha=self.beta)

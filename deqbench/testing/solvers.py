@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from deqbench.deq import bind
 from deqbench.plugins import get_cell, get_solver
 from deqbench.solvers.base import Fn, Solver, SolverResult
-from deqbench.state import StateSpec, pack, unpack
 
 Check = Callable[..., None]
 NONLINEAR = ("divergence", "scale")  # the checks an affine-only solver skips
@@ -65,15 +65,8 @@ def cell_problem(
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *module.input_shape, generator=gen, dtype=dtype)
     with torch.no_grad():
-        module.reset()
-        injection = module.inject(x)
-        state = module.init_state(injection)
-    spec = StateSpec.of(state)
-
-    def f(z: Tensor) -> Tensor:
-        return pack(module(unpack(z, spec), injection))
-
-    return f, pack(state)
+        bound = bind(module, x)
+    return bound.f, bound.z0
 
 
 def _name(solver: str | Solver) -> str:
