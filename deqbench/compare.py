@@ -28,7 +28,17 @@ KEYS = [
     "dtype",
 ]
 #: Metrics compared as ratios, when both sides have them.
-METRICS = ["nfe", "solve_ms_median", "overhead_per_nfe", "solver_mem_mb", "rel_residual_max"]
+METRICS = [
+    "nfe",
+    "solve_ms_median",
+    "solve_cost_f_evals",
+    "overhead_per_nfe",
+    "solver_mem_mb",
+    "rel_residual_max",
+    "backward_ms_median",
+    "step_ms_median",
+    "saved_mb",
+]
 
 
 def _metrics(frame: pd.DataFrame) -> list[str]:

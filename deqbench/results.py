@@ -47,6 +47,8 @@ COLUMNS: dict[str, str] = {
     "solve_ms_iqr": "interquartile range of the solve time, ms",
     "bare_ms_median": "median wall time of a bare z = f(z) loop with the same NFE, ms",
     "overhead_per_nfe": "solve time per NFE ÷ bare-loop time per NFE, measured side by side",
+    "solve_cost_f_evals": "solve time in units of one bare evaluation of f timed beside it "
+    "(= nfe × overhead_per_nfe): comparable across runs when the machine's speed drifts",
     "solver_mem_mb": "peak live memory of the solver's own tensors (f's excluded), MB",
     "spectral_radius_median": "median over samples of the spectral radius of ∂f/∂z at the "
     "returned z (Arnoldi, correct for complex eigenvalues)",

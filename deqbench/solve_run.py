@@ -109,6 +109,7 @@ def measure_solve(
         "solve_ms_iqr": solve.iqr_ms,
         "bare_ms_median": bare_t.median_ms,
         "overhead_per_nfe": solve.median_ms / bare_t.median_ms,
+        "solve_cost_f_evals": result.nfe * solve.median_ms / bare_t.median_ms,
         "solver_mem_mb": meter.peak_mb,
         "spectral_radius_median": float(spectral_radius(f, result.z, generator=gen).median()),
         "repeats": repeats,

@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "deqbench-example-solver"
+EXAMPLE = ROOT / "docs" / "example-solver"
 GUIDE = ROOT / "docs" / "writing-a-solver-plugin.md"
 
 
