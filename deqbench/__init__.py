@@ -1,5 +1,7 @@
 """deqbench: a plugin-based solver and benchmark suite for deep equilibrium models."""
 
+from importlib import metadata as _metadata
+
 from deqbench.cell import Cell
 from deqbench.deq import DEQ
 from deqbench.diagnostics import spectral_radius
@@ -12,7 +14,10 @@ from deqbench.solvers import Monitor, Solver, SolverResult, Status
 from deqbench.state import StateSpec, pack, unpack
 from deqbench.stats import DEQStats, SolveStats
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("deqbench")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DEQ",

@@ -140,18 +140,11 @@ class Registry:
 
 
 def _core_registry() -> Registry:
-    from deqbench import builtins
+    from deqbench import __version__, builtins
 
     registry = Registry()
-    registry.add_plugin(builtins, CORE_PLUGIN, _own_version())
+    registry.add_plugin(builtins, CORE_PLUGIN, __version__)
     return registry
-
-
-def _own_version() -> str:
-    try:
-        return metadata.version("deqbench")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 _registry: Registry | None = None
