@@ -15,6 +15,7 @@ from deqbench.diagnostics import spectral_radius
 from deqbench.measure import LiveTensorMeter, time_interleaved
 from deqbench.plugins import get_cell, get_solver
 from deqbench.solvers import Solver, SolverResult
+from deqbench.solvers.base import residual_norms
 from deqbench.suite import Problem, Run
 
 
@@ -44,9 +45,7 @@ def build_problem(
 def residuals(f, z: Tensor) -> tuple[Tensor, Tensor]:
     """(abs, rel) residuals of z, recomputed rather than taken from a solver's trace."""
     with torch.no_grad():
-        fz = f(z)
-        abs_r = torch.linalg.vector_norm(fz - z, dim=1)
-        return abs_r, abs_r / torch.linalg.vector_norm(fz, dim=1).clamp_min(1e-30)
+        return residual_norms(z, f(z))
 
 
 def trace_rows(run: int, result: SolverResult) -> list[dict[str, Any]]:

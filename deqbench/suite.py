@@ -7,6 +7,7 @@ they are validated exactly like the file.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import re
@@ -301,8 +302,6 @@ def expand(spec: SuiteFile) -> list[Run]:
 
 def smoke(suite: Suite, limit: int) -> Suite:
     """The same suite as a smoke run: every iteration cap at most ``limit``, one timed repeat."""
-    import dataclasses
-
     info = suite.spec.suite.model_copy(update={"repeats": 1, "warmup": 0})
     runs = tuple(dataclasses.replace(run, max_iter=min(run.max_iter, limit)) for run in suite.runs)
     return Suite(suite.path, suite.spec.model_copy(update={"suite": info}), runs)

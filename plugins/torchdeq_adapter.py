@@ -32,7 +32,15 @@ from torch import Tensor
 
 import deqbench
 from deqbench.gradients.base import GradContext, GradientEstimator
-from deqbench.solvers.base import STOP_MODES, Fn, Monitor, Solver, SolverResult, check_call
+from deqbench.solvers.base import (
+    STOP_MODES,
+    Fn,
+    Monitor,
+    Solver,
+    SolverResult,
+    check_call,
+    residual_norms,
+)
 
 # What the conformance kit finds (`deqbench.testing.solvers`), recorded rather than patched:
 # the adapter shows TorchDEQ as it is.
@@ -53,9 +61,7 @@ class _Counted:
     def __call__(self, z: Tensor) -> Tensor:
         fz = self.f(z)
         if self.calls < self.keep:
-            abs_r = torch.linalg.vector_norm(fz - z, dim=1)
-            rel_r = abs_r / torch.linalg.vector_norm(fz, dim=1).clamp_min(1e-30)
-            self.rows.append(torch.stack([abs_r, rel_r]))
+            self.rows.append(torch.stack(residual_norms(z, fz)))
         self.calls += 1
         return fz
 

@@ -87,6 +87,13 @@ class SolverResult:
         )
 
 
+def residual_norms(z: Tensor, fz: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) absolute ‖f(z) − z‖ and relative ‖f(z) − z‖ / ‖f(z)‖ residuals, as `Monitor` records
+    them (it computes the same in place, in its own buffers)."""
+    abs_r = torch.linalg.vector_norm(fz - z, dim=1)
+    return abs_r, abs_r / torch.linalg.vector_norm(fz, dim=1).clamp_min(_EPS)
+
+
 def check_call(z0: Tensor, max_iter: int, tol: float, stop_mode: str) -> None:
     """Raise ValueError for arguments no solve can honour (shared by solvers that skip
     `Monitor`, such as adapters of other libraries)."""
@@ -182,6 +189,8 @@ class Monitor:
         self._flag = _DoneFlag(z0.device)
         # On the CPU, True while every sample is active: the common case, with a shorter path.
         self._every = self._cpu
+        self._scaled = z0.new_empty(batch, dtype=real)  # divergence × this step's residual
+        self._bounded = z0.new_empty(batch, dtype=torch.bool)  # residual within the bound
 
     def observe(self, z: Tensor, fz: Tensor, g: Tensor) -> bool:
         """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
@@ -204,8 +213,8 @@ class Monitor:
             self._copy_rows(better, z, self.best_z)
             self.best_step.masked_fill_(better, k)
         # ``abs_r <= min(bound, divergence·abs_r)`` is ``abs_r <= bound`` (false for inf, NaN).
-        bounded = torch.le(abs_r, self._bound)
-        torch.minimum(self._bound, abs_r * self._div, out=self._bound)
+        bounded = torch.le(abs_r, self._bound, out=self._bounded)
+        torch.minimum(self._bound, torch.mul(abs_r, self._div, out=self._scaled), out=self._bound)
         if every and bool(torch.gt(r, self._tol).logical_and_(bounded).all()):
             return self.nfe >= self.budget  # every sample still runs: nothing else changes
 
