@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from deqbench import get_registry
-from deqbench.solvers import FixedPoint, Monitor, Solver
+from deqbench.solvers import BUILTIN, FixedPoint, Monitor, Solver
+from deqbench.solvers import base as solver_base
 from deqbench.solvers.base import Fn
 from deqbench.testing import check_solver, run_solver_check, solver_conformance_params
 from deqbench.testing.solvers import CHECKS, skipped_checks
@@ -21,6 +23,13 @@ NAMES = get_registry().names("solvers")
 @pytest.mark.parametrize(("solver", "check"), solver_conformance_params(*NAMES))
 def test_registered_solver_conforms(solver, check, dtype):
     run_solver_check(solver, check, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", [name for name, *_ in BUILTIN])
+def test_builtins_conform_with_device_bookkeeping(name, monkeypatch):
+    # The path CUDA runs (device ops, a lagged done-flag), here on the CPU.
+    monkeypatch.setattr(solver_base, "Monitor", functools.partial(Monitor, host=False))
+    assert check_solver(name)
 
 
 def test_every_builtin_is_checked():

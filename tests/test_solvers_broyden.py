@@ -47,7 +47,9 @@ def test_memory_does_not_grow_with_max_iter():
     short, long = (solver_bytes(Broyden(m=8), f, z0, n) for n in (12, 60))
     state = b.numel() * b.element_size()
     traces = 2 * b.shape[0] * b.element_size()  # the monitor's abs and rel rows, per step
-    assert long - short <= (60 - 12) * traces
+    # Once samples' best iterates come from different steps, the monitor keeps a copy of them
+    # (one state, plus the rows it copies in): paid once, whatever the cap.
+    assert long - short <= (60 - 12) * traces + 2 * state
     assert short < (2 * 8 + 24) * state  # the (B, 2m, D) pairs and a bounded set of vectors
 
 

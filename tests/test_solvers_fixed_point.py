@@ -1,11 +1,11 @@
-"""Fixed-point iteration, and the Monitor every built-in solver records its evaluations with."""
+"""Fixed-point iteration."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deqbench.solvers import FixedPoint, Monitor, Status
+from deqbench.solvers import FixedPoint, Status
 from deqbench.solvers.base import check_call
 
 DT = torch.float64
@@ -100,70 +100,3 @@ def test_a_zero_start_is_never_the_answer_once_a_step_exists():
     result = FixedPoint(divergence=1e9)(f, torch.zeros(1, 3, dtype=DT), max_iter=3)
     assert result.best_step.tolist() == [1]
     assert bool((result.z != 0).all())
-
-
-# -- the Monitor ----------------------------------------------------------------------------
-
-
-def observe_all(monitor: Monitor, rows):
-    for z, fz in rows:
-        done = monitor.observe(z, fz, fz - z)
-    return done, monitor.result()
-
-
-def test_monitor_traces_best_iterate_and_status():
-    z0 = torch.zeros(2, 2, dtype=DT)
-    mon = Monitor(z0, budget=4, tol=0.1, stop_mode="abs", divergence=1e4)
-    one = torch.ones(2, 2, dtype=DT)
-    rows = [
-        (z0, one),  # residual √2 for both
-        (one, one * 1.5),  # 0.5·√2 = 0.71
-        (one * 2, one * 2.01),  # 0.014: both converge at step 2
-    ]
-    done, result = observe_all(mon, rows)
-    assert done
-    assert result.nfe == 3
-    assert result.sample_status.tolist() == [0, 0]
-    assert result.best_step.tolist() == [2, 2]
-    assert result.nstep.tolist() == [2, 2]
-    torch.testing.assert_close(result.z, one * 2)
-    expected = torch.tensor([1.0, 0.5, 0.01], dtype=DT) * 2**0.5
-    torch.testing.assert_close(result.abs_trace[:, 0], expected)
-
-
-def test_monitor_relative_residual_and_frozen_rows():
-    z0 = torch.zeros(2, 1, dtype=DT)
-    mon = Monitor(z0, budget=5, tol=1e-3, stop_mode="rel", divergence=1e4)
-    fz = torch.tensor([[1.0], [1.0]], dtype=DT)
-    mon.observe(z0, fz, fz - z0)  # rel residual 1 for both
-    z1 = torch.tensor([[1.0], [0.5]], dtype=DT)
-    fz1 = torch.tensor([[1.0], [1.0]], dtype=DT)  # sample 0 is a fixed point
-    mon.observe(z1, fz1, fz1 - z1)
-    assert mon.active.tolist() == [False, True]
-    z2 = torch.tensor([[7.0], [0.75]], dtype=DT)  # sample 0 moved although stopped: ignored
-    fz2 = torch.tensor([[9.0], [1.0]], dtype=DT)
-    mon.observe(z2, fz2, fz2 - z2)
-    result = mon.result()
-    assert result.rel_trace[:, 0].tolist() == [1.0, 0.0, 0.0]
-    assert result.rel_trace[:, 1].tolist() == [1.0, 0.5, 0.25]
-    assert result.nstep.tolist() == [1, 2]
-    assert result.z[:, 0].tolist() == [1.0, 0.75]
-
-
-def test_monitor_where_active_returns_new_while_all_run():
-    z0 = torch.zeros(2, 3)
-    mon = Monitor(z0, budget=3, tol=1e-3, stop_mode="abs", divergence=1e4)
-    new = torch.ones(2, 3)
-    assert mon.where_active(new, z0) is new
-    mon.active[0] = False
-    torch.testing.assert_close(mon.where_active(new, z0), torch.tensor([[0.0] * 3, [1.0] * 3]))
-
-
-def test_monitor_divergence_factor_is_relative_to_the_lowest_residual():
-    z0 = torch.zeros(1, 1, dtype=DT)
-    mon = Monitor(z0, budget=5, tol=1e-9, stop_mode="abs", divergence=100.0)
-    for r in (1.0, 0.01, 0.5, 2.0):  # 2.0 > 100 × 0.01
-        fz = torch.full((1, 1), r, dtype=DT)
-        mon.observe(z0, fz, fz)
-    assert mon.result().sample_status.tolist() == [2]
-    assert mon.result().nstep.tolist() == [3]

@@ -13,9 +13,12 @@ which stalls the solve exactly when it should be fastest.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from itertools import count
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,48 +54,83 @@ class Anderson(Solver):
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
         batch, dim = z0.shape
         m = min(self.m, monitor.budget)  # more slots than evaluations would never be used
-        # Ring buffers of images and residuals: slot k % m holds evaluation k.
-        fs = z0.new_zeros(batch, m, dim)
-        gs = z0.new_zeros(batch, m, dim)
-        eye = torch.eye(m, dtype=z0.dtype, device=z0.device)
-        # The system matrix: the Gram matrix of the slots in each sample's history with the
-        # ridge on its diagonal, (1 + λ)‖g_i‖²; rows and columns of the other slots are the
-        # identity's, and with a zero right-hand side there their weights are exactly zero.
-        gram = eye.expand(batch, m, m).clone()
-        valid = z0.new_zeros(batch, m)  # 1 for slots in the history: the right-hand side
-        ridge = (1 + self.lam * eye).unbind(0)  # scales the diagonal entry of a new row
-        zero, inf = z0.new_tensor([0.0, float("inf")]).unbind(0)
-        # Per-slot views, made once: on small states indexing costs as much as arithmetic.
+        # Ring buffers of images and residuals: slot k % m holds evaluation k. Never zeroed:
+        # only the first n = min(k + 1, m) slots are read (views made once; on small states
+        # indexing on every step costs as much as arithmetic).
+        fs = z0.new_empty(batch, m, dim)
+        gs = z0.new_empty(batch, m, dim)
         f_slot, g_slot = fs.unbind(1), gs.unbind(1)
-        rows, cols, valid_slot = gram.unbind(1), gram.unbind(2), valid.unbind(1)
-        diag_slot = gram.diagonal(dim1=1, dim2=2).unbind(1)
-        gs_t, rhs = gs.transpose(1, 2), valid.unsqueeze(2)
-        cpu = z0.device.type == "cpu"
+        fs_used = [fs[:, :n] for n in range(m + 1)]
+        gs_used = [gs[:, :n] for n in range(m + 1)]
+        gs_used_t = [g.transpose(1, 2) for g in gs_used]
+        weights = _Weights(z0, m, self.lam, self.restart, monitor.host)
         z = z0
         for k in count():
-            s = k % m
+            s, n = k % m, min(k + 1, m)
             f_s, g_s = f_slot[s], g_slot[s]
             f_s.copy_(f(z))
             torch.sub(f_s, z, out=g_s)
             if monitor.observe(z, f_s, g_s):
                 return
-            # Only row and column s change: m dot products, not m².
-            row = torch.bmm(g_s.unsqueeze(1), gs_t).squeeze(1).mul_(ridge[s])
-            if self.restart:  # samples whose residual grew keep only the newest slot
-                grew = row[:, s] > diag_slot[(k - 1) % m]
-                if not cpu or bool(grew.any()):  # reading the flag is free on the CPU only
-                    valid.masked_fill_(grew.unsqueeze(1), 0)
-                    torch.where(grew[:, None, None], eye, gram, out=gram)
-            valid_slot[s].fill_(1)
-            row.mul_(valid)
-            rows[s].copy_(row)
-            cols[s].copy_(row)
-            a = torch.linalg.solve_ex(gram, rhs)[0]
-            total = a.sum(1, keepdim=True)
-            # 1ᵀH⁻¹1 > 0 for a positive definite H; anything else means the solve failed.
-            ok = (total > zero) & (total < inf)
-            alpha = torch.where(ok, a / total, eye[s].unsqueeze(1)).transpose(1, 2)
-            step = torch.bmm(alpha, fs).squeeze(1)
+            dots = torch.bmm(g_s.unsqueeze(1), gs_used_t[n])  # (B, 1, n): g_s · g_i
+            alpha = weights(dots, k, s, n)  # (B, 1, n)
+            step = torch.bmm(alpha, fs_used[n]).squeeze(1)
             if self.beta != 1:
-                step.sub_(torch.bmm(alpha, gs).squeeze(1), alpha=1 - self.beta)
+                step.sub_(torch.bmm(alpha, gs_used[n]).squeeze(1), alpha=1 - self.beta)
             z = monitor.where_active(step, z)
+
+
+class _Weights:
+    """The mixing weights from the ``(m, m)`` system of each sample, updated one row a step.
+
+    One code path on two array libraries: NumPy on views of CPU tensors (a NumPy op on these
+    tiny arrays costs a fraction of a torch op's dispatch, which dominates small problems), and
+    torch on other devices, with no host sync.
+    """
+
+    def __init__(self, z0: Tensor, m: int, lam: float, restart: bool, host: bool) -> None:
+        eye = torch.eye(m, dtype=z0.dtype, device=z0.device)
+        # The system matrix: the Gram matrix of the slots in each sample's history with the
+        # ridge on its diagonal, (1 + λ)‖g_i‖²; rows and columns of the other slots are the
+        # identity's, and with a zero right-hand side there their weights are exactly zero.
+        self.gram = eye.expand(z0.shape[0], m, m).clone()
+        self.valid = z0.new_zeros(z0.shape[0], m, 1)  # 1 for slots in the history: the rhs
+        self.eye, self.ridge = eye, 1 + lam * eye  # ridge[s] scales the new row's entry s
+        self.restart, self.host = restart, host
+        self.xp: Any = np if host else torch
+        if host:
+            self.gram, self.valid = self.gram.numpy(), self.valid.numpy()
+            self.eye, self.ridge = self.eye.numpy(), self.ridge.numpy()
+
+    def __call__(self, dots: Tensor, k: int, s: int, n: int) -> Tensor:
+        """``α`` (B, 1, n) from this step's dot products ``g_s · g_i`` (B, 1, n)."""
+        with np.errstate(all="ignore") if self.host else contextlib.nullcontext():
+            alpha = self._update(dots.numpy() if self.host else dots, k, s, n)
+        return torch.from_numpy(alpha) if self.host else alpha
+
+    def _update(self, dots: Any, k: int, s: int, n: int) -> Any:
+        xp, gram, valid, eye = self.xp, self.gram, self.valid, self.eye
+        row = dots[:, 0] * self.ridge[s, :n]
+        if self.restart and k:  # samples whose residual grew keep only the newest slot
+            prev = (k - 1) % gram.shape[1]
+            grew = row[:, s] > gram[:, prev, prev]
+            if not self.host or grew.any():  # reading the flag is free on the host only
+                valid *= ~grew[:, None, None]
+                gram[:] = xp.where(grew[:, None, None], eye, gram)
+        valid[:, s] = 1
+        row *= valid[:, :n, 0]
+        gram[:, s, :n] = row
+        gram[:, :n, s] = row
+        a = self._solve(gram, valid)[:, :n]
+        total = a.sum(1)[:, None]
+        # 1ᵀH⁻¹1 > 0 for a positive definite H; anything else means the solve failed.
+        ok = (total > 0) & (total < float("inf"))
+        return xp.where(ok, a / total, eye[:n, s, None]).swapaxes(1, 2)
+
+    def _solve(self, gram: Any, rhs: Any) -> Any:
+        if not self.host:
+            return torch.linalg.solve_ex(gram, rhs)[0]
+        try:
+            return np.linalg.solve(gram, rhs)
+        except np.linalg.LinAlgError:  # an exactly singular sample: torch reports, never raises
+            return torch.linalg.solve_ex(torch.from_numpy(gram), torch.from_numpy(rhs))[0].numpy()

@@ -5,27 +5,38 @@ map) and the step is ``d = −H g``, so the first step is a plain fixed-point st
 adds one rank-1 pair from the secant condition ``H Δg = Δz``:
 ``u = (Δz − H Δg) / (vᵀ Δg)``, ``v = Hᵀ Δz``.
 
-Memory is fixed: at most ``m`` pairs per sample, in one preallocated ``(B, 2m, D)`` buffer.
-When it is full the estimate restarts from ``−I`` and the newest secant pair is its first. A
-restart, not a ring that drops the oldest pair: each pair of the product form was computed
-against all older ones, so dropping the oldest leaves an estimate that fits no secant condition,
-and on hard problems (ρ = 0.99) that made steps blow up, where restarts converged. Memory does
-not grow with ``max_iter`` (the reference code keeps one pair per iteration: about 1.2 GB per
-GPU on ImageNet).
+Since the last step was ``Δz = t·d = −t·H g`` (``t = 1`` without a line search), everything
+the update needs follows from ``p = H g_new``, ``v`` and two dot products, without forming
+``Δg`` at all: ``H Δg = p + Δz/t``, ``vᵀΔg = vᵀg_new + ‖Δz‖²/t`` and, for ``t = 1``,
+``u = −p / vᵀΔg`` and the next step ``d = −p·‖Δz‖² / vᵀΔg``. One buffer holds ``g_new``,
+``Δz`` and the pairs, so a step reads the pairs twice: once for all the dot products
+(``‖Δz‖²`` among them) and once to form ``p`` and ``v`` together.
+
+Memory is fixed: at most ``m`` pairs per sample, in one preallocated ``(B, 2 + 2m, D)``
+buffer. When it is full the estimate restarts from ``−I`` with a plain step. A restart, not a
+ring that drops the oldest pair: each pair of the product form was computed against all older
+ones, so dropping the oldest leaves an estimate that fits no secant condition, and on hard
+problems (ρ = 0.99) that made steps blow up, where restarts converged. Memory does not grow
+with ``max_iter`` (the reference code keeps one pair per iteration: about 1.2 GB per GPU on
+ImageNet).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from deqbench.solvers.base import Fn, Monitor, Solver
 
 _C1 = 1e-4  # Armijo's sufficient-decrease constant
-# Skip an update whose vᵀΔg is below this fraction of ‖v‖‖Δg‖ (a stopped sample, a stalled or
-# noisy step): its 1/(vᵀΔg) would blow the estimate up. Relative, so it holds at any scale.
+# Skip an update whose vᵀΔg is below this fraction of ‖Δz‖² (its value when H fits the map
+# exactly): a stopped sample, a stalled or noisy step, whose 1/(vᵀΔg) would blow the estimate
+# up. Relative, so it holds at any scale.
 _SKIP = 1e-3
 
 
@@ -54,90 +65,131 @@ class Broyden(Solver):
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
         batch, dim = z0.shape
         m = max(1, min(self.m, monitor.budget - 2))  # pairs that could never be used cost nothing
-        # Pair i is rows 2i (u_i) and 2i+1 (v_i), so the first n pairs are one contiguous slice
-        # and a single pass over it serves all three products a step needs (big states make
-        # the solve memory-bound).
-        uv = z0.new_empty(batch, 2 * m, dim)
-        rhs = z0.new_empty(batch, 3, dim)  # g_new, Δg, Δz: the vectors multiplied by the pairs
-        # coef[:, r, i] weighs (u_i, v_i) for rhs row r; the zeros never change.
-        coef = z0.new_zeros(batch, 3, m, 2)
-        zero, skip = z0.new_tensor([0.0, _SKIP]).unbind(0)
-        # Views made once (on small states, indexing on every step costs as much as arithmetic):
-        # per slot, and per count n of pairs in use.
-        u_slot, v_slot = uv[:, 0::2].unbind(1), uv[:, 1::2].unbind(1)
-        used = [uv[:, : 2 * n] for n in range(m + 1)]
-        coef_gdg = [coef[:, :2, :n, 0] for n in range(m + 1)]
-        coef_dz = [coef[:, 2, :n, 1] for n in range(m + 1)]
-        coef_used = [coef[:, :, :n].view(batch, 3, 2 * n) for n in range(m + 1)]
-        g_row, dg, dz = rhs.unbind(1)
+        host = monitor.host
+        # Rows 0 and 1: g_new and Δz; pair i: rows 2 + 2i (u_i) and 3 + 2i (v_i).
+        w = z0.new_empty(batch, 2 + 2 * m, dim)
+        g_row, dz_row = w[:, 0], w[:, 1]
+        rhs = w[:, :2]
+        rhs_t = rhs.transpose(1, 2)
+        # coef[:, 0] weighs the rows into p = H g_new = −g_new + Σ u_i (v_i·g_new), coef[:, 1]
+        # into v = Hᵀ Δz = −Δz + Σ v_i (u_i·Δz); entries never written stay zero.
+        coef = z0.new_zeros(batch, 2, 2 + 2 * m)
+        coef[:, 0, 0] = coef[:, 1, 1] = -1
+        pv = z0.new_empty(batch, 2, dim)  # p and v
+        p, v = pv.unbind(1)
+        v_row = v.unsqueeze(1)
+        # Views per count n of pairs in use (made once: on small states, indexing on every
+        # step costs as much as arithmetic), NumPy views on the host.
+        used = [w[:, : 2 + 2 * n] for n in range(m + 1)]
+        used_t = [x.transpose(1, 2) for x in used]
+        coef_used = [coef[:, :, : 2 + 2 * n] for n in range(m + 1)]
+        u_slot = [w[:, 2 + 2 * n] for n in range(m)]
+        v_slot = [w[:, 3 + 2 * n] for n in range(m)]
+        arr = (lambda t: t.numpy()) if host else (lambda t: t)
+        coef_a = arr(coef)
+        scalars = _Scalars(host)
 
         z = z0
         fz = f(z)
-        g = fz - z
-        if monitor.observe(z, fz, g):
+        torch.sub(fz, z, out=g_row)
+        if monitor.observe(z, fz, g_row):
             return
-        hg = g.neg()  # H g with H = −I: the first step z − H g is a plain fixed-point step
+        d = g_row.clone()  # H = −I: the first step z − H g is a plain fixed-point step
         n = 0  # pairs in use
         while True:
-            z_new, g_new, done = self._step(f, z, g, hg, monitor)
+            z_new, t, done = self._step(f, z, d, g_row, monitor)
             if done:
                 return
-            g_row.copy_(g_new)
-            torch.sub(g_new, g, out=dg)
-            torch.sub(z_new, z, out=dz)
-            if n == m:
-                n = 0  # restart from −I
-            if n:
-                # H x = −x + Σ u_i (v_i·x) for x = g_new, Δg;  Hᵀ Δz = −Δz + Σ v_i (u_i·Δz).
-                prods = torch.bmm(rhs, used[n].transpose(1, 2)).view(batch, 3, n, 2)
-                coef_gdg[n].copy_(prods[:, :2, :, 1])
-                coef_dz[n].copy_(prods[:, 2, :, 0])
-                h_g, h_dg, v = torch.bmm(coef_used[n], used[n]).sub_(rhs).unbind(1)
+            if n == m:  # full: restart from −I with a plain step
+                n = 0
+                d.copy_(g_row)
+                z = z_new
+                continue
+            torch.sub(z_new, z, out=dz_row)
+            # All dot products of g_new and Δz with themselves and the pairs, in one pass.
+            prods = arr(torch.bmm(rhs, used_t[n]))  # (B, 2, 2 + 2n)
+            coef_a[:, 0, 2 : 2 + 2 * n : 2] = prods[:, 0, 3 : 3 + 2 * n : 2]  # v_i·g_new
+            coef_a[:, 1, 3 : 3 + 2 * n : 2] = prods[:, 1, 2 : 2 + 2 * n : 2]  # u_i·Δz
+            torch.bmm(coef_used[n], used[n], out=pv)
+            vg = arr(torch.bmm(v_row, rhs_t))[:, 0, 0]  # v·g_new
+            dz2 = prods[:, 1, 1]  # ‖Δz‖²
+            if t is None:
+                neg_inv, neg_factor = scalars(vg, dz2)
+                torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
+                d = p.mul(neg_factor)  # d = −H_new g_new = −p·‖Δz‖² / vᵀΔg
             else:
-                h_g, h_dg, v = rhs.neg().unbind(1)
-            # v·g_new and v·Δg in one pass over v: (B, 1, 2).
-            dots = torch.bmm(v.unsqueeze(1), rhs[:, :2].transpose(1, 2)).squeeze(1)
-            v_g, den = dots[:, :1], dots[:, 1:]
-            scale = torch.linalg.vector_norm(v, dim=1, keepdim=True) * torch.linalg.vector_norm(
-                dg, dim=1, keepdim=True
-            )
-            inv = torch.where(den.abs() > scale.mul_(skip), den.reciprocal(), zero)
-            u = torch.sub(dz, h_dg, out=h_dg).mul_(inv)  # zero for a skipped update
-            u_slot[n].copy_(u)
+                d = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t)
             v_slot[n].copy_(v)
             n += 1
-            hg = h_g.addcmul_(u, v_g)  # H_new g_new = H g_new + u (v·g_new)
-            z, g = z_new, g_new
+            z = z_new
 
     def _step(
-        self, f: Fn, z: Tensor, g: Tensor, hg: Tensor, monitor: Monitor
-    ) -> tuple[Tensor, Tensor, bool]:
-        """Step to ``z − H g`` (backtracking if asked); returns ``(z_new, g(z_new), all done?)``."""
-        z_new = monitor.where_active(z - hg, z)
+        self, f: Fn, z: Tensor, d: Tensor, g: Tensor, monitor: Monitor
+    ) -> tuple[Tensor, Tensor | None, bool]:
+        """Step to ``z + d`` (backtracking if asked), leaving ``g(z_new)`` in ``g``; returns
+        ``(z_new, t, all done?)`` with ``t`` the step length per sample (None: all 1)."""
+        phi0 = g.square().sum(1) if self.line_search else None
+        z_new = monitor.where_active(z + d, z)
         fz = f(z_new)
-        g_new = fz - z_new
-        if monitor.observe(z_new, fz, g_new):
-            return z_new, g_new, True
+        torch.sub(fz, z_new, out=g)
+        if monitor.observe(z_new, fz, g):
+            return z_new, None, True
         if not self.line_search:
-            return z_new, g_new, False
-        phi0 = g.square().sum(1)
-        best = g_new.square().sum(1)
-        step = torch.ones_like(phi0)
+            return z_new, None, False
+        best = g.square().sum(1)
+        step = torch.ones_like(best)
+        t = step.clone()
         searching = monitor.active & (best > (1 - 2 * _C1) * phi0)
         for _ in range(self.ls_steps):
             if not bool(searching.any()):
                 break
             step = torch.where(searching, step * 0.5, step)
             # Samples that are done searching are evaluated again at their accepted point.
-            z_try = torch.where(searching[:, None], z - step[:, None] * hg, z_new)
+            z_try = torch.where(searching[:, None], z + step[:, None] * d, z_new)
             fz = f(z_try)
             g_try = fz - z_try
             if monitor.observe(z_try, fz, g_try):
-                return z_try, g_try, True
+                return z_try, None, True
             phi = g_try.square().sum(1)
-            better = (phi < best)[:, None]
-            z_new = torch.where(better, z_try, z_new)
-            g_new = torch.where(better, g_try, g_new)
+            better = phi < best
+            z_new = torch.where(better[:, None], z_try, z_new)
+            torch.where(better[:, None], g_try, g, out=g)
+            t = torch.where(better, step, t)
             best = torch.minimum(phi, best)
             searching &= monitor.active & (phi > (1 - 2 * _C1 * step) * phi0)
-        return z_new, g_new, False
+        return z_new, t, False
+
+    @staticmethod
+    def _searched_update(p: Tensor, dz: Tensor, u: Tensor, vg: Any, dz2: Any, t: Tensor) -> Tensor:
+        """The update after a step of length ``t`` (B,): writes ``u``, returns the next step.
+
+        With ``Δz = t·d`` and ``H g = −d``: ``H Δg = p + Δz/t``, ``vᵀΔg = vᵀg_new + ‖Δz‖²/t``.
+        """
+        vg, dz2 = torch.as_tensor(vg), torch.as_tensor(dz2)
+        den = vg + dz2 / t
+        ok = (den.abs() > _SKIP * dz2 / t) & den.isfinite()
+        inv = torch.where(ok, den.reciprocal(), 0.0)[:, None]
+        # u = (Δz − H Δg) / vᵀΔg = ((1 − 1/t) Δz − p) / vᵀΔg
+        torch.mul(dz, ((1 - 1 / t)[:, None] * inv), out=u).sub_(p * inv)
+        return torch.addcmul(p, u, vg[:, None]).neg_()  # d = −(p + u (v·g_new))
+
+
+class _Scalars:
+    """The per-sample factors of a full-step update, in NumPy on the host (a NumPy op on a
+    ``(B,)`` array costs a fraction of a torch op's dispatch) and in torch on a device."""
+
+    def __init__(self, host: bool) -> None:
+        self.host = host
+        self.xp: Any = np if host else torch
+
+    def __call__(self, vg: Any, dz2: Any) -> tuple[Tensor, Tensor]:
+        """``(−1/vᵀΔg, −‖Δz‖²/vᵀΔg)`` as ``(B, 1)`` columns; ``(0, −1)`` for a skipped update."""
+        xp = self.xp
+        with np.errstate(all="ignore") if self.host else contextlib.nullcontext():
+            den = vg + dz2
+            ok = abs(den) > _SKIP * dz2  # false for NaN, and for a zero step (stopped sample)
+            neg_inv = xp.where(ok, -1 / den, 0.0)[:, None]
+            neg_factor = xp.where(ok, dz2 * neg_inv[:, 0], -1.0)[:, None]
+        if self.host:
+            return torch.from_numpy(neg_inv), torch.from_numpy(neg_factor)
+        return neg_inv, neg_factor

@@ -1,0 +1,245 @@
+"""The convergence monitor every built-in solver records its evaluations with.
+
+``Monitor.observe`` runs once per evaluation of ``f`` in every solver, so it is the hot path of
+the whole package, and it has one implementation per kind of device:
+
+- on the CPU, where reading a value costs nothing, the per-sample bookkeeping runs in NumPy on
+  views that share memory with the monitor's tensors (a NumPy op on a ``(B,)`` array costs a
+  fraction of a torch op's dispatch), the best iterate is kept by reference while every sample
+  improves, and rows are copied only for the samples that change;
+- on CUDA it is all device ops, and "is every sample done?" is read from a flag copied
+  asynchronously a step or two earlier, so the GPU never stalls.
+
+Both give the same traces, best iterates and statuses (tests run the two on the same inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deqbench.solvers.result import _EPS, SolverResult
+
+Fn = Callable[[Tensor], Tensor]
+STOP_MODES = ("abs", "rel")
+CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes; a sample still running at the cap
+# ends as RUNNING, which the result reports as max_iter
+
+
+@dataclass(eq=False)
+class Monitor:
+    """Per-sample residuals, traces, best iterate and status, in preallocated buffers.
+
+    ``observe(z, fz, g)`` with ``g = fz − z`` records one evaluation and answers "may the solve
+    stop?". A solver must not write into an iterate ``z`` after observing it: on the CPU the
+    monitor may hold it as the best iterate without copying it.
+    """
+
+    z0: Tensor
+    budget: int
+    tol: float
+    stop_mode: str
+    divergence: float
+    #: Keep the books on the host, in NumPy (None: when ``z0`` is on the CPU). False runs the
+    #: device path on any tensor: the tests check it on the CPU against the host path.
+    host: bool | None = None
+    nfe: int = 0
+    active: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        z0, batch = self.z0, self.z0.shape[0]
+        real = torch.float64 if z0.dtype in (torch.float64, torch.complex128) else torch.float32
+        # Row 0: absolute, row 1: relative residuals; one buffer so one select writes both.
+        self._traces = z0.new_zeros(2, self.budget, batch, dtype=real)
+        self.abs_trace, self.rel_trace = self._traces.unbind(0)
+        # Norms are written in place (`out=`) when the state's norm has the traces' dtype; a
+        # half-precision state goes through a cast.
+        self._norm_out = torch.empty(0, dtype=z0.dtype).abs().dtype == real
+        self.best_step = z0.new_zeros(batch, dtype=torch.long)
+        self.nstep = z0.new_zeros(batch, dtype=torch.long)
+        self.status = z0.new_full((batch,), RUNNING, dtype=torch.int8)
+        self.active = z0.new_ones(batch, dtype=torch.bool)
+        self._rel = self.stop_mode == "rel"
+        on_cpu = z0.device.type == "cpu"
+        if self.host is None:
+            self.host = on_cpu
+        elif self.host and not on_cpu:
+            raise ValueError(f"host bookkeeping needs CPU tensors, got {z0.device}")
+        if self.host:
+            self._init_host(real)
+        else:
+            self._init_device(real)
+
+    # -- the interface solvers use -----------------------------------------------------------
+
+    def observe(self, z: Tensor, fz: Tensor, g: Tensor) -> bool:
+        """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
+        k = self.nfe
+        self.nfe += 1
+        abs_r, rel_r = self.abs_trace[k], self.rel_trace[k]
+        if self._norm_out:
+            torch.linalg.vector_norm(g, dim=1, out=abs_r)
+            torch.linalg.vector_norm(fz, dim=1, out=rel_r)  # ‖f(z)‖ until divided below
+        else:
+            abs_r.copy_(torch.linalg.vector_norm(g, dim=1))
+            rel_r.copy_(torch.linalg.vector_norm(fz, dim=1))
+        if self.host:
+            with np.errstate(all="ignore"):  # inf/inf and overflow are legitimate here
+                return self._observe_host(k, z)
+        return self._observe_device(k, z, abs_r, rel_r)
+
+    def where_active(self, new: Tensor, old: Tensor) -> Tensor:
+        """``new`` with the rows of stopped samples taken from ``old`` (``(B, D)``).
+
+        On the CPU it writes those rows into ``new`` and returns it (``new`` itself while every
+        sample runs): pass a fresh step, not a tensor you still need. On CUDA it is
+        ``torch.where(monitor.active[:, None], new, old)``.
+        """
+        if not self.host:
+            return torch.where(self.active[:, None], new, old)
+        if self._act.all():
+            return new
+        idx = torch.from_numpy(np.flatnonzero(~self._act))
+        return new.index_copy_(0, idx, old.index_select(0, idx))
+
+    @property
+    def best_z(self) -> Tensor:
+        """(B, D) the lowest-residual iterate of each sample so far."""
+        return self._best_ref if self._best_ref is not None else self._best
+
+    def result(self) -> SolverResult:
+        """The solve's record (call once the solver is done)."""
+        n = max(self.nfe, 1)
+        if self.host and self._every:  # no sample has stopped: `nstep` was never written
+            self.nstep.fill_(n - 1)
+        z = self.best_z
+        return SolverResult(
+            z=z.clone() if z is self.z0 else z,  # never hand the caller's own start back
+            nstep=self.nstep,
+            best_step=self.best_step.clamp(max=n - 1),
+            nfe=self.nfe,
+            abs_trace=self.abs_trace[:n],
+            rel_trace=self.rel_trace[:n],
+            sample_status=self.status,
+            stop_mode=self.stop_mode,
+            tol=self.tol,
+        )
+
+    # -- CPU: NumPy bookkeeping on shared views ------------------------------------------
+
+    def _init_host(self, real: torch.dtype) -> None:
+        batch = self.z0.shape[0]
+        self._tr = self._traces.numpy()
+        self._act = self.active.numpy()
+        self._status = self.status.numpy()
+        self._nstep = self.nstep.numpy()
+        self._best_step = self.best_step.numpy()
+        dtype = self._tr.dtype
+        self._best_r = np.full(batch, np.inf, dtype=dtype)
+        # The divergence bound: `divergence` × the lowest absolute residual so far, kept at or
+        # below the largest float so that an infinite residual always exceeds it.
+        self._bound = np.full(batch, np.finfo(dtype).max, dtype=dtype)
+        self._every = True  # no sample has stopped yet: the common case, with a shorter path
+        self._best_ref: Tensor | None = self.z0  # the best iterate, held without a copy
+        self._best: Tensor | None = None  # a copy, once samples' best iterates differ in step
+
+    def _observe_host(self, k: int, z: Tensor) -> bool:
+        tr, act, every, tol = self._tr, self._act, self._every, self.tol
+        a, rel = tr[0, k], tr[1, k]
+        np.divide(a, np.maximum(rel, _EPS, out=rel), out=rel)
+        if not every and k:  # samples that stopped keep their last residual
+            np.copyto(tr[:, k], tr[:, k - 1], where=~act)
+        r = rel if self._rel else a
+        if k:  # the start is never the answer once a step exists (a zero start = no gradient)
+            better = act.copy() if k == 1 else np.less(r, self._best_r) & act
+            np.copyto(self._best_r, r, where=better)
+            np.copyto(self._best_step, k, where=better)
+            self._take_rows(better, z)
+        # ``a <= min(bound, divergence·a)`` is ``a <= bound`` (false for inf and NaN).
+        bounded = np.less_equal(a, self._bound)
+        np.fmin(self._bound, a * self.divergence, out=self._bound)  # fmin: 0·inf is no bound
+        if every and (bounded & (r > tol)).all():
+            return self.nfe >= self.budget  # every sample still runs: nothing else changes
+        np.copyto(self._nstep, k, where=act)
+        code = np.where(r <= tol, CONVERGED, np.where(bounded, RUNNING, DIVERGED))
+        np.copyto(self._status, code, where=act, casting="unsafe")
+        np.equal(self._status, RUNNING, out=act)
+        self._every = False
+        return self.nfe >= self.budget or not act.any()
+
+    def _take_rows(self, better: np.ndarray, z: Tensor) -> None:
+        """Make ``z[i]`` the best iterate of each sample ``i`` where ``better[i]``."""
+        if better.all():
+            if self._best is None:  # no copy (solvers never write into an observed iterate)
+                self._best_ref = z
+            else:
+                self._best.copy_(z)
+            return
+        if not better.any():
+            return
+        if self._best is None:  # samples part ways: from here on, a copy (one state at most)
+            self._best, self._best_ref = self._best_ref.clone(), None
+        idx = torch.from_numpy(np.flatnonzero(better))
+        self._best.index_copy_(0, idx, z.index_select(0, idx))
+
+    # -- CUDA: device ops only, no host sync -----------------------------------------------
+
+    def _init_device(self, real: torch.dtype) -> None:
+        z0, batch = self.z0, self.z0.shape[0]
+        self._best_ref = None
+        self._best = z0.clone()
+        self._best_r = z0.new_full((batch,), float("inf"), dtype=real)
+        self._bound_t = z0.new_full((batch,), torch.finfo(real).max, dtype=real)
+        # Tensor constants: a Python number in a binary op costs a conversion on every call.
+        self._codes = z0.new_tensor([CONVERGED, RUNNING, DIVERGED], dtype=torch.int8).unbind(0)
+        self._tol = z0.new_tensor(self.tol, dtype=real)
+        self._div = z0.new_tensor(self.divergence, dtype=real)
+        self._scaled = z0.new_empty(batch, dtype=real)  # divergence × this step's residual
+        self._bounded = z0.new_empty(batch, dtype=torch.bool)  # residual within the bound
+        self._flag = _DoneFlag(z0.device)
+        self._every = False
+
+    def _observe_device(self, k: int, z: Tensor, abs_r: Tensor, rel_r: Tensor) -> bool:
+        active, res = self.active, self._traces[:, k]
+        torch.div(abs_r, rel_r.clamp_min_(_EPS), out=rel_r)
+        r = rel_r if self._rel else abs_r
+        if k:
+            torch.where(active, res, self._traces[:, k - 1], out=res)
+            better = active.clone() if k == 1 else torch.lt(r, self._best_r).logical_and_(active)
+            torch.where(better, r, self._best_r, out=self._best_r)
+            torch.where(better[:, None], z, self._best, out=self._best)
+            self.best_step.masked_fill_(better, k)
+        bounded = torch.le(abs_r, self._bound_t, out=self._bounded)
+        torch.fmin(self._bound_t, torch.mul(abs_r, self._div, out=self._scaled), out=self._bound_t)
+        self.nstep.masked_fill_(active, k)
+        conv, running, div = self._codes
+        code = torch.where(torch.le(r, self._tol), conv, torch.where(bounded, running, div))
+        torch.where(active, code, self.status, out=self.status)
+        torch.eq(self.status, running, out=active)
+        return self.nfe >= self.budget or self._flag.all_false(active)
+
+
+class _DoneFlag:
+    """Answers "is no sample active?" without a device sync (one or two steps late)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.host = torch.zeros((), dtype=torch.bool, pin_memory=torch.cuda.is_available())
+        self.event = torch.cuda.Event() if device.type == "cuda" else None
+        self.pending = False
+
+    def all_false(self, active: Tensor) -> bool:
+        if self.event is None:  # another accelerator: a plain (syncing) read
+            return not bool(active.any())
+        if self.pending and self.event.query():
+            self.pending = False
+            if bool(self.host):
+                return True
+        if not self.pending:
+            self.host.copy_(~active.any(), non_blocking=True)
+            self.event.record()
+            self.pending = True
+        return False

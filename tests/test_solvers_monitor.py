@@ -1,0 +1,170 @@
+"""The Monitor every built-in solver records its evaluations with, on both of its paths: NumPy
+bookkeeping on the host and device ops (what runs on CUDA). Statuses, step counts and best
+steps must agree exactly; iterates to rounding (the solvers' small systems go through NumPy's
+LAPACK on one path and torch's on the other)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+
+from deqbench.solvers import BUILTIN, Monitor
+from deqbench.solvers import base as solver_base
+from deqbench.testing.solvers import cell_problem
+
+DT = torch.float64
+HOST = pytest.mark.parametrize("host", [True, False], ids=["host", "device"])
+
+
+def observe_all(monitor: Monitor, rows):
+    for z, fz in rows:
+        done = monitor.observe(z, fz, fz - z)
+    return done, monitor.result()
+
+
+@HOST
+def test_traces_best_iterate_and_status(host):
+    z0 = torch.zeros(2, 2, dtype=DT)
+    mon = Monitor(z0, budget=4, tol=0.1, stop_mode="abs", divergence=1e4, host=host)
+    one = torch.ones(2, 2, dtype=DT)
+    rows = [
+        (z0, one),  # residual √2 for both
+        (one, one * 1.5),  # 0.5·√2 = 0.71
+        (one * 2, one * 2.01),  # 0.014: both converge at step 2
+    ]
+    done, result = observe_all(mon, rows)
+    assert done
+    assert result.nfe == 3
+    assert result.sample_status.tolist() == [0, 0]
+    assert result.best_step.tolist() == [2, 2]
+    assert result.nstep.tolist() == [2, 2]
+    torch.testing.assert_close(result.z, one * 2)
+    expected = torch.tensor([1.0, 0.5, 0.01], dtype=DT) * 2**0.5
+    torch.testing.assert_close(result.abs_trace[:, 0], expected)
+
+
+@HOST
+def test_relative_residual_and_frozen_rows(host):
+    z0 = torch.zeros(2, 1, dtype=DT)
+    mon = Monitor(z0, budget=5, tol=1e-3, stop_mode="rel", divergence=1e4, host=host)
+    fz = torch.tensor([[1.0], [1.0]], dtype=DT)
+    mon.observe(z0, fz, fz - z0)  # rel residual 1 for both
+    z1 = torch.tensor([[1.0], [0.5]], dtype=DT)
+    fz1 = torch.tensor([[1.0], [1.0]], dtype=DT)  # sample 0 is a fixed point
+    mon.observe(z1, fz1, fz1 - z1)
+    assert mon.active.tolist() == [False, True]
+    z2 = torch.tensor([[7.0], [0.75]], dtype=DT)  # sample 0 moved although stopped: ignored
+    fz2 = torch.tensor([[9.0], [1.0]], dtype=DT)
+    mon.observe(z2, fz2, fz2 - z2)
+    result = mon.result()
+    assert result.rel_trace[:, 0].tolist() == [1.0, 0.0, 0.0]
+    assert result.rel_trace[:, 1].tolist() == [1.0, 0.5, 0.25]
+    assert result.nstep.tolist() == [1, 2]
+    assert result.z[:, 0].tolist() == [1.0, 0.75]
+
+
+@HOST
+def test_best_iterates_from_different_steps(host):
+    # Sample 0 is best at step 1, sample 1 at step 2: the returned rows come from both.
+    z0 = torch.zeros(2, 1, dtype=DT)
+    mon = Monitor(z0, budget=3, tol=1e-9, stop_mode="abs", divergence=1e4, host=host)
+    for z, r in ((0.0, (4.0, 4.0)), (1.0, (1.0, 2.0)), (2.0, (3.0, 1.0))):
+        zz = torch.full((2, 1), z, dtype=DT)
+        mon.observe(
+            zz, zz + torch.tensor([[r[0]], [r[1]]], dtype=DT), torch.tensor([r], dtype=DT).T
+        )
+    result = mon.result()
+    assert result.best_step.tolist() == [1, 2]
+    assert result.z[:, 0].tolist() == [1.0, 2.0]
+    assert result.sample_status.tolist() == [1, 1]  # max_iter
+
+
+@HOST
+def test_where_active_keeps_stopped_rows(host):
+    z0 = torch.zeros(2, 3)
+    mon = Monitor(z0, budget=3, tol=1e-3, stop_mode="abs", divergence=1e4, host=host)
+    new = torch.ones(2, 3)
+    if host:
+        assert mon.where_active(new, z0) is new  # every sample runs: no select at all
+    mon.active[0] = False
+    torch.testing.assert_close(
+        mon.where_active(torch.ones(2, 3), z0), torch.tensor([[0.0] * 3, [1.0] * 3])
+    )
+
+
+@HOST
+def test_divergence_factor_is_relative_to_the_lowest_residual(host):
+    z0 = torch.zeros(1, 1, dtype=DT)
+    mon = Monitor(z0, budget=5, tol=1e-9, stop_mode="abs", divergence=100.0, host=host)
+    for r in (1.0, 0.01, 0.5, 2.0):  # 2.0 > 100 × 0.01
+        fz = torch.full((1, 1), r, dtype=DT)
+        mon.observe(z0, fz, fz)
+    assert mon.result().sample_status.tolist() == [2]
+    assert mon.result().nstep.tolist() == [3]
+
+
+@HOST
+def test_no_divergence_bound_survives_a_zero_residual(host):
+    # divergence = inf (a fixed-depth stack): 0·inf must not turn the bound into NaN.
+    z0 = torch.zeros(1, 1, dtype=DT)
+    mon = Monitor(z0, budget=3, tol=1e-30, stop_mode="abs", divergence=math.inf, host=host)
+    for r in (0.0, 5.0, 1.0):
+        mon.observe(z0, torch.full((1, 1), r, dtype=DT), torch.full((1, 1), r, dtype=DT))
+    assert mon.result().sample_status.tolist() == [0]  # converged at step 0, never diverged
+
+
+def test_a_start_that_is_the_answer_is_returned_as_a_copy():
+    z0 = torch.ones(2, 2)
+    mon = Monitor(z0, budget=1, tol=1e-3, stop_mode="abs", divergence=1e4)
+    mon.observe(z0, z0.clone(), torch.zeros(2, 2))
+    result = mon.result()
+    assert result.z is not z0
+    torch.testing.assert_close(result.z, z0)
+
+
+def test_host_bookkeeping_needs_cpu_tensors():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a second device")
+    with pytest.raises(ValueError, match="CPU"):
+        Monitor(torch.zeros(1, 1, device="cuda"), 2, 1e-3, "abs", 1e4, host=True)
+
+
+# -- whole solves: the device path gives the host path's answer ------------------------------
+
+
+def _staggered_problem():
+    """A tanh cell whose samples converge at different steps, plus one whose residual grows
+    tenfold per call of ``f`` (a fresh problem per solve: the growth is counted in calls)."""
+    f, z0 = cell_problem(
+        "tanh", batch=6, dim=32, spectrum="symmetric", spectral_norm=0.95, dtype=DT
+    )
+    push = torch.zeros(6, 32, dtype=DT)
+    push[-1] = 1.0
+    growth = torch.ones((), dtype=DT)
+
+    def g(z):
+        growth.mul_(10)
+        return f(z) + growth * push
+
+    return g, z0
+
+
+@pytest.mark.parametrize("name", [name for name, *_ in BUILTIN if name != "gmres"])
+def test_solvers_agree_on_both_paths(name, monkeypatch):
+    factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
+    kwargs = {"max_iter": 200, "tol": 1e-8, "stop_mode": "rel"}
+    host = factory()(*_staggered_problem(), **kwargs)
+    monkeypatch.setattr(solver_base, "Monitor", functools.partial(Monitor, host=False))
+    device = factory()(*_staggered_problem(), **kwargs)
+    assert host.sample_status.tolist()[-1] == 2  # the expansive sample diverged
+    assert len(set(host.nstep.tolist()[:-1])) > 1  # the others stopped at different steps
+    # The device path may run a step past the last sample's stop (its done-flag lags).
+    assert device.nfe >= host.nfe
+    for field in ("sample_status", "nstep", "best_step"):
+        assert getattr(device, field).tolist() == getattr(host, field).tolist(), field
+    n = host.nfe
+    torch.testing.assert_close(device.abs_trace[:n], host.abs_trace, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(device.z, host.z, rtol=1e-9, atol=1e-12)
