@@ -75,5 +75,6 @@ def test_the_guides_suite_validates_with_the_example(example_installed, tmp_path
 def test_the_guide_shows_the_examples_code():
     source = (EXAMPLE / "src" / "deqbench_example_solver" / "__init__.py").read_text()
     guide = GUIDE.read_text()
-    for line in ("class Momentum(Solver):", "monitor.where_active(step, z)", 'register("momentum"'):
+    lines = ("class Momentum(Solver):", "monitor.hold_diverged(step, z)", 'register("momentum"')
+    for line in lines:
         assert line in source and line in guide

@@ -54,9 +54,10 @@ def test_rejects_bad_call_arguments():
         FixedPoint()(lambda z: z, z, stop_mode="max")
 
 
-def test_stopped_samples_stay_put_and_keep_their_residual():
-    # Sample 0 contracts fast, sample 1 slowly: sample 0 stops first and its row of the trace
-    # repeats its last residual from then on.
+def test_a_stopped_sample_keeps_its_residual_and_its_answer():
+    # Sample 0 contracts fast, sample 1 slowly: sample 0 stops first, its row of the trace
+    # repeats its last residual from then on, and its answer is its iterate at that step (it
+    # may move on with the batch; the monitor ignores it).
     scale = torch.tensor([[0.1], [0.9]], dtype=DT)
     calls = []
 
@@ -67,7 +68,8 @@ def test_stopped_samples_stay_put_and_keep_their_residual():
     result = FixedPoint()(f, torch.zeros(2, 4, dtype=DT), max_iter=300, tol=1e-10)
     easy, hard = result.nstep.tolist()
     assert easy < hard == result.nfe - 1
-    assert torch.equal(calls[easy + 1][0], calls[-1][0])  # sample 0 frozen after it stopped
+    assert result.best_step.tolist()[0] == easy
+    assert torch.equal(result.z[0], calls[easy][0])
     assert bool((result.abs_trace[easy:, 0] == result.abs_trace[easy, 0]).all())
 
 

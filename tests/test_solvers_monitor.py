@@ -83,16 +83,18 @@ def test_best_iterates_from_different_steps(host):
 
 
 @HOST
-def test_where_active_keeps_stopped_rows(host):
-    z0 = torch.zeros(2, 3)
-    mon = Monitor(z0, budget=3, tol=1e-3, stop_mode="abs", divergence=1e4, host=host)
-    new = torch.ones(2, 3)
+def test_hold_diverged_keeps_only_diverged_rows(host):
+    z0 = torch.zeros(3, 2, dtype=DT)
+    mon = Monitor(z0, budget=4, tol=1e-3, stop_mode="abs", divergence=10.0, host=host)
+    new = torch.ones(3, 2, dtype=DT)
     if host:
-        assert mon.where_active(new, z0) is new  # every sample runs: no select at all
-    mon.active[0] = False
-    torch.testing.assert_close(
-        mon.where_active(torch.ones(2, 3), z0), torch.tensor([[0.0] * 3, [1.0] * 3])
-    )
+        assert mon.hold_diverged(new, z0) is new  # nothing diverged: no select at all
+    mon.observe(z0, new, new)  # residual √2 for all
+    fz = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1e3, 1e3]], dtype=DT)
+    mon.observe(z0, fz, fz)  # sample 0 converges, sample 2 diverges, sample 1 runs on
+    assert mon.result().sample_status.tolist() == [0, 1, 2]
+    held = mon.hold_diverged(torch.full((3, 2), 5.0, dtype=DT), z0)
+    assert held[:, 0].tolist() == [5.0, 5.0, 0.0]  # a converged sample may move on
 
 
 @HOST

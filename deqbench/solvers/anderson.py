@@ -77,7 +77,7 @@ class Anderson(Solver):
             step = torch.bmm(alpha, fs_used[n]).squeeze(1)
             if self.beta != 1:
                 step.sub_(torch.bmm(alpha, gs_used[n]).squeeze(1), alpha=1 - self.beta)
-            z = monitor.where_active(step, z)
+            z = monitor.hold_diverged(step, z)
 
 
 class _Weights:

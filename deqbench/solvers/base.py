@@ -75,5 +75,6 @@ class Solver(abc.ABC):
         """Iterate, calling ``monitor.observe`` once per evaluation of ``f`` at an iterate.
 
         Stop when ``observe`` says all samples are done or ``monitor.budget`` evaluations
-        are spent. Keep samples that are not ``monitor.active`` where they are.
+        are spent. Pass each step through ``monitor.hold_diverged`` so that diverged samples
+        stay put (stopped samples are ignored by the monitor from then on).
         """

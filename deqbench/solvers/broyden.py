@@ -134,7 +134,7 @@ class Broyden(Solver):
         """Step to ``z + d`` (backtracking if asked), leaving ``g(z_new)`` in ``g``; returns
         ``(z_new, t, all done?)`` with ``t`` the step length per sample (None: all 1)."""
         phi0 = g.square().sum(1) if self.line_search else None
-        z_new = monitor.where_active(z + d, z)
+        z_new = monitor.hold_diverged(z + d, z)
         fz = f(z_new)
         torch.sub(fz, z_new, out=g)
         if monitor.observe(z_new, fz, g):

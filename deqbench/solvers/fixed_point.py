@@ -30,5 +30,5 @@ class FixedPoint(Solver):
             if monitor.observe(z, fz, g):
                 return
             step = fz if self.beta == 1 else z.add(g, alpha=self.beta)
-            z = monitor.where_active(step, z)  # stopped samples stay put
+            z = monitor.hold_diverged(step, z)  # diverged samples stay put
             fz = f(z)

@@ -5,8 +5,8 @@ the whole package, and it has one implementation per kind of device:
 
 - on the CPU, where reading a value costs nothing, the per-sample bookkeeping runs in NumPy on
   views that share memory with the monitor's tensors (a NumPy op on a ``(B,)`` array costs a
-  fraction of a torch op's dispatch), the best iterate is kept by reference while every sample
-  improves, and rows are copied only for the samples that change;
+  fraction of a torch op's dispatch), and best iterates are held by reference: a sample's row
+  is copied once, when it stops improving or stops, not on every step;
 - on CUDA it is all device ops, and "is every sample done?" is read from a flag copied
   asynchronously a step or two earlier, so the GPU never stalls.
 
@@ -37,6 +37,11 @@ class Monitor:
     ``observe(z, fz, g)`` with ``g = fz − z`` records one evaluation and answers "may the solve
     stop?". A solver must not write into an iterate ``z`` after observing it: on the CPU the
     monitor may hold it as the best iterate without copying it.
+
+    A sample that stopped (``active`` False) is ignored from then on: its trace keeps its last
+    residual, its best iterate and status are final. It may go on moving with the batch (``f``
+    runs on every sample anyway); only diverged samples must stay put (`hold_diverged`), lest
+    they overflow.
     """
 
     z0: Tensor
@@ -92,31 +97,28 @@ class Monitor:
                 return self._observe_host(k, z)
         return self._observe_device(k, z, abs_r, rel_r)
 
-    def where_active(self, new: Tensor, old: Tensor) -> Tensor:
-        """``new`` with the rows of stopped samples taken from ``old`` (``(B, D)``).
+    def hold_diverged(self, new: Tensor, old: Tensor) -> Tensor:
+        """``new`` (``(B, D)``), with the rows of diverged samples taken from ``old``.
 
-        On the CPU it writes those rows into ``new`` and returns it (``new`` itself while every
-        sample runs): pass a fresh step, not a tensor you still need. On CUDA it is
-        ``torch.where(monitor.active[:, None], new, old)``.
+        On the CPU it writes those rows into ``new`` and returns it (``new`` itself while no
+        sample diverged): pass a fresh step, not a tensor you still need. On a device it is one
+        ``torch.where``.
         """
         if not self.host:
-            return torch.where(self.active[:, None], new, old)
-        if self._act.all():
+            return torch.where(self.status[:, None] == DIVERGED, old, new)
+        if self._diverged is None:
             return new
-        idx = torch.from_numpy(np.flatnonzero(~self._act))
-        return new.index_copy_(0, idx, old.index_select(0, idx))
-
-    @property
-    def best_z(self) -> Tensor:
-        """(B, D) the lowest-residual iterate of each sample so far."""
-        return self._best_ref if self._best_ref is not None else self._best
+        return new.index_copy_(0, self._diverged, old.index_select(0, self._diverged))
 
     def result(self) -> SolverResult:
         """The solve's record (call once the solver is done)."""
         n = max(self.nfe, 1)
-        if self.host and self._every:  # no sample has stopped: `nstep` was never written
-            self.nstep.fill_(n - 1)
-        z = self.best_z
+        if self.host:
+            if self._every:  # no sample has stopped: `nstep` was never written
+                self.nstep.fill_(n - 1)
+            z = self._best_rows()
+        else:
+            z = self._best
         return SolverResult(
             z=z.clone() if z is self.z0 else z,  # never hand the caller's own start back
             nstep=self.nstep,
@@ -144,8 +146,11 @@ class Monitor:
         # below the largest float so that an infinite residual always exceeds it.
         self._bound = np.full(batch, np.finfo(dtype).max, dtype=dtype)
         self._every = True  # no sample has stopped yet: the common case, with a shorter path
-        self._best_ref: Tensor | None = self.z0  # the best iterate, held without a copy
-        self._best: Tensor | None = None  # a copy, once samples' best iterates differ in step
+        # Best iterates: rows `_ref_rows` of `_ref` (an observed iterate, held without a copy);
+        # the other samples' rows were copied into `_best` when they left `_ref`.
+        self._ref, self._ref_rows = self.z0, np.ones(batch, dtype=bool)
+        self._best: Tensor | None = None
+        self._diverged: Tensor | None = None  # row indices of diverged samples, if any
 
     def _observe_host(self, k: int, z: Tensor) -> bool:
         tr, act, every, tol = self._tr, self._act, self._every, self.tol
@@ -168,29 +173,40 @@ class Monitor:
         code = np.where(r <= tol, CONVERGED, np.where(bounded, RUNNING, DIVERGED))
         np.copyto(self._status, code, where=act, casting="unsafe")
         np.equal(self._status, RUNNING, out=act)
+        diverged = np.flatnonzero(self._status == DIVERGED)
+        self._diverged = torch.from_numpy(diverged) if diverged.size else None
         self._every = False
         return self.nfe >= self.budget or not act.any()
 
     def _take_rows(self, better: np.ndarray, z: Tensor) -> None:
         """Make ``z[i]`` the best iterate of each sample ``i`` where ``better[i]``."""
-        if better.all():
-            if self._best is None:  # no copy (solvers never write into an observed iterate)
-                self._best_ref = z
-            else:
-                self._best.copy_(z)
-            return
         if not better.any():
             return
-        if self._best is None:  # samples part ways: from here on, a copy (one state at most)
-            self._best, self._best_ref = self._best_ref.clone(), None
-        idx = torch.from_numpy(np.flatnonzero(better))
-        self._best.index_copy_(0, idx, z.index_select(0, idx))
+        leaving = self._ref_rows & ~better  # best rows that live in the old reference only
+        if leaving.any():
+            self._copy_out(leaving)
+        self._ref, self._ref_rows = z, better
+
+    def _copy_out(self, rows: np.ndarray) -> None:
+        """Copy the reference's ``rows`` into `_best`."""
+        if self._best is None:
+            self._best = torch.empty_like(self._ref)
+        idx = torch.from_numpy(np.flatnonzero(rows))
+        self._best.index_copy_(0, idx, self._ref.index_select(0, idx))
+
+    def _best_rows(self) -> Tensor:
+        """(B, D) every sample's best iterate."""
+        if self._ref_rows.all():
+            return self._ref
+        if self._ref_rows.any():
+            self._copy_out(self._ref_rows)
+            self._ref_rows = np.zeros_like(self._ref_rows)
+        return self._best
 
     # -- CUDA: device ops only, no host sync -----------------------------------------------
 
     def _init_device(self, real: torch.dtype) -> None:
         z0, batch = self.z0, self.z0.shape[0]
-        self._best_ref = None
         self._best = z0.clone()
         self._best_r = z0.new_full((batch,), float("inf"), dtype=real)
         self._bound_t = z0.new_full((batch,), torch.finfo(real).max, dtype=real)

@@ -39,8 +39,8 @@ class Momentum(Solver):
             if monitor.observe(z, fz, g):
                 return
             step = z + self.beta * g + self.mu * (z - z_prev)
-            # Samples that converged or diverged stay where they are.
-            z_prev, z = z, monitor.where_active(step, z)
+            # Diverged samples stay where they are (the monitor ignores stopped ones).
+            z_prev, z = z, monitor.hold_diverged(step, z)
 
 
 @deqbench.hookimpl
