@@ -13,15 +13,13 @@ which stalls the solve exactly when it should be fastest.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from itertools import count
-from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
 
 
@@ -72,8 +70,8 @@ class Anderson(Solver):
             torch.sub(f_s, z, out=g_s)
             if monitor.observe(z, f_s, g_s):
                 return
-            dots = torch.bmm(g_s.unsqueeze(1), gs_used_t[n])  # (B, 1, n): g_s · g_i
-            alpha = weights(dots, k, s, n)  # (B, 1, n)
+            torch.bmm(g_s.unsqueeze(1), gs_used_t[n], out=weights.dots[n])  # g_s · g_i
+            alpha = weights(k, s, n)  # (B, 1, n)
             step = torch.bmm(alpha, fs_used[n]).squeeze(1)
             if self.beta != 1:
                 step.sub_(torch.bmm(alpha, gs_used[n]).squeeze(1), alpha=1 - self.beta)
@@ -83,54 +81,57 @@ class Anderson(Solver):
 class _Weights:
     """The mixing weights from the ``(m, m)`` system of each sample, updated one row a step.
 
-    One code path on two array libraries: NumPy on views of CPU tensors (a NumPy op on these
-    tiny arrays costs a fraction of a torch op's dispatch, which dominates small problems), and
-    torch on other devices, with no host sync.
+    On the host, one compiled loop over the batch (`host_kernels.anderson_weights`) on NumPy
+    views of these tensors; on a device, the same steps as batched torch ops with no host sync.
     """
 
     def __init__(self, z0: Tensor, m: int, lam: float, restart: bool, host: bool) -> None:
-        eye = torch.eye(m, dtype=z0.dtype, device=z0.device)
+        batch = z0.shape[0]
+        self.eye = torch.eye(m, dtype=z0.dtype, device=z0.device)
         # The system matrix: the Gram matrix of the slots in each sample's history with the
         # ridge on its diagonal, (1 + λ)‖g_i‖²; rows and columns of the other slots are the
         # identity's, and with a zero right-hand side there their weights are exactly zero.
-        self.gram = eye.expand(z0.shape[0], m, m).clone()
-        self.valid = z0.new_zeros(z0.shape[0], m, 1)  # 1 for slots in the history: the rhs
-        self.eye, self.ridge = eye, 1 + lam * eye  # ridge[s] scales the new row's entry s
-        self.restart, self.host = restart, host
-        self.xp: Any = np if host else torch
-        if host:
-            self.gram, self.valid = self.gram.numpy(), self.valid.numpy()
-            self.eye, self.ridge = self.eye.numpy(), self.ridge.numpy()
+        self.gram = self.eye.expand(batch, m, m).clone()
+        self.valid = z0.new_zeros(batch, m, 1)  # 1 for slots in the history: the rhs
+        self.ridge = 1 + lam * self.eye  # ridge[s] scales the new row's entry s
+        self.lam, self.restart, self.host = lam, restart, host
+        # Per count n of slots in use: the solver writes ``g_s · g_i`` into dots[n] (B, 1, n),
+        # and alpha[n] (B, 1, n) receives the weights.
+        self.dots = [z0.new_empty(batch, 1, n) for n in range(m + 1)]
+        self.alpha = [z0.new_empty(batch, 1, n) for n in range(m + 1)]
+        if host:  # NumPy views for the kernel
+            self._host = (
+                self.gram.numpy(),
+                self.valid.numpy(),
+                [x.numpy() for x in self.dots],
+                [x.numpy() for x in self.alpha],
+            )
 
-    def __call__(self, dots: Tensor, k: int, s: int, n: int) -> Tensor:
-        """``α`` (B, 1, n) from this step's dot products ``g_s · g_i`` (B, 1, n)."""
-        with np.errstate(all="ignore") if self.host else contextlib.nullcontext():
-            alpha = self._update(dots.numpy() if self.host else dots, k, s, n)
-        return torch.from_numpy(alpha) if self.host else alpha
+    def __call__(self, k: int, s: int, n: int) -> Tensor:
+        """``α`` (B, 1, n) from this step's dot products in ``dots[n]``."""
+        if self.host:
+            gram, valid, dots, alpha = self._host
+            host_kernels.anderson_weights(
+                dots[n], gram, valid, alpha[n], self.lam, k, s, n, self.restart
+            )
+        else:
+            self._device(k, s, n)
+        return self.alpha[n]
 
-    def _update(self, dots: Any, k: int, s: int, n: int) -> Any:
-        xp, gram, valid, eye = self.xp, self.gram, self.valid, self.eye
-        row = dots[:, 0] * self.ridge[s, :n]
+    def _device(self, k: int, s: int, n: int) -> None:
+        gram, valid, eye = self.gram, self.valid, self.eye
+        row = self.dots[n][:, 0] * self.ridge[s, :n]
         if self.restart and k:  # samples whose residual grew keep only the newest slot
             prev = (k - 1) % gram.shape[1]
-            grew = row[:, s] > gram[:, prev, prev]
-            if not self.host or grew.any():  # reading the flag is free on the host only
-                valid *= ~grew[:, None, None]
-                gram[:] = xp.where(grew[:, None, None], eye, gram)
+            grew = (row[:, s] > gram[:, prev, prev])[:, None, None]
+            valid.masked_fill_(grew, 0)
+            torch.where(grew, eye, gram, out=gram)
         valid[:, s] = 1
         row *= valid[:, :n, 0]
         gram[:, s, :n] = row
         gram[:, :n, s] = row
-        a = self._solve(gram, valid)[:, :n]
-        total = a.sum(1)[:, None]
+        a = torch.linalg.solve_ex(gram, valid)[0][:, :n]
+        total = a.sum(1, keepdim=True)
         # 1ᵀH⁻¹1 > 0 for a positive definite H; anything else means the solve failed.
         ok = (total > 0) & (total < float("inf"))
-        return xp.where(ok, a / total, eye[:n, s, None]).swapaxes(1, 2)
-
-    def _solve(self, gram: Any, rhs: Any) -> Any:
-        if not self.host:
-            return torch.linalg.solve_ex(gram, rhs)[0]
-        try:
-            return np.linalg.solve(gram, rhs)
-        except np.linalg.LinAlgError:  # an exactly singular sample: torch reports, never raises
-            return torch.linalg.solve_ex(torch.from_numpy(gram), torch.from_numpy(rhs))[0].numpy()
+        torch.where(ok, a / total, eye[:n, s, None], out=self.alpha[n].transpose(1, 2))

@@ -24,14 +24,13 @@ ImageNet).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
 
 _C1 = 1e-4  # Armijo's sufficient-decrease constant
@@ -88,40 +87,44 @@ class Broyden(Solver):
         coef_used = [coef[:, :, : 2 + 2 * n] for n in range(m + 1)]
         u_slot = [w[:, 2 + 2 * n] for n in range(m)]
         v_slot = [w[:, 3 + 2 * n] for n in range(m)]
-        arr = (lambda t: t.numpy()) if host else (lambda t: t)
-        coef_a = arr(coef)
-        scalars = _Scalars(host)
+        # Outputs of the small products (one per n for `prods`), NumPy views for the kernels.
+        prods_t = [z0.new_empty(batch, 2, 2 + 2 * n) for n in range(m + 1)]
+        vdots_t = z0.new_empty(batch, 1, 2)
+        coef_a, prods_a = coef, prods_t
+        if host:
+            coef_a, prods_a = coef.numpy(), [x.numpy() for x in prods_t]
+        factors = _Factors(z0, host)
 
         z = z0
         fz = f(z)
         torch.sub(fz, z, out=g_row)
         if monitor.observe(z, fz, g_row):
             return
-        d = g_row.clone()  # H = −I: the first step z − H g is a plain fixed-point step
+        # The next step is d·scale (scale None: d), d = −H g: first H = −I, a plain step.
+        d, scale = g_row.clone(), None
         g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
         n = 0  # pairs in use
         while True:
-            z_new, t, done = self._step(f, z, d, g_row, monitor)
+            z_new, t, done = self._step(f, z, d, scale, g_row, monitor)
             if done:
                 return
             torch.sub(z_new, z, out=dz_row)
             if n == m:  # full: restart from −I, with the newest secant pair as its first
-                d = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0])
+                d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
                 n, z = 1, z_new
                 continue
             # All dot products of g_new and Δz with themselves and the pairs, in one pass.
-            prods = arr(torch.bmm(rhs, used_t[n]))  # (B, 2, 2 + 2n)
-            coef_a[:, 0, 2 : 2 + 2 * n : 2] = prods[:, 0, 3 : 3 + 2 * n : 2]  # v_i·g_new
-            coef_a[:, 1, 3 : 3 + 2 * n : 2] = prods[:, 1, 2 : 2 + 2 * n : 2]  # u_i·Δz
+            torch.bmm(rhs, used_t[n], out=prods_t[n])  # (B, 2, 2 + 2n)
+            _coefficients(prods_a[n], coef_a, n, host)
             torch.bmm(coef_used[n], used[n], out=pv)
-            vg = arr(torch.bmm(v_row, rhs_t))[:, 0, 0]  # v·g_new
-            dz2 = prods[:, 1, 1]  # ‖Δz‖²
+            torch.bmm(v_row, rhs_t, out=vdots_t)  # v·g_new, v·Δz
             if t is None:
-                neg_inv, neg_factor = scalars(vg, dz2)
+                neg_inv, neg_factor = factors(vdots_t, prods_t[n])
                 torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
-                d = p.mul(neg_factor)  # d = −H_new g_new = −p·‖Δz‖² / vᵀΔg
+                d, scale = p, neg_factor  # −H_new g_new = −p·‖Δz‖² / vᵀΔg (p lives until then)
             else:
-                d = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t)
+                vg, dz2 = vdots_t[:, 0, 0], prods_t[n][:, 1, 1]  # v·g_new, ‖Δz‖²
+                d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
             v_slot[n].copy_(v)
             n += 1
             z = z_new
@@ -129,12 +132,15 @@ class Broyden(Solver):
                 g_prev.copy_(g_row)
 
     def _step(
-        self, f: Fn, z: Tensor, d: Tensor, g: Tensor, monitor: Monitor
+        self, f: Fn, z: Tensor, d: Tensor, scale: Tensor | None, g: Tensor, monitor: Monitor
     ) -> tuple[Tensor, Tensor | None, bool]:
-        """Step to ``z + d`` (backtracking if asked), leaving ``g(z_new)`` in ``g``; returns
-        ``(z_new, t, all done?)`` with ``t`` the step length per sample (None: all 1)."""
-        phi0 = g.square().sum(1) if self.line_search else None
-        z_new = monitor.hold_diverged(z + d, z)
+        """Step to ``z + d·scale`` (backtracking if asked), leaving ``g(z_new)`` in ``g``;
+        returns ``(z_new, t, all done?)`` with ``t`` the step length per sample (None: all 1)."""
+        if self.line_search:
+            phi0 = g.square().sum(1)
+            d = d if scale is None else d * scale
+            scale = None
+        z_new = monitor.hold_diverged(z + d if scale is None else torch.addcmul(z, d, scale), z)
         fz = f(z_new)
         torch.sub(fz, z_new, out=g)
         if monitor.observe(z_new, fz, g):
@@ -195,22 +201,34 @@ class Broyden(Solver):
         return torch.addcmul(p, u, vg[:, None]).neg_()  # d = −(p + u (v·g_new))
 
 
-class _Scalars:
-    """The per-sample factors of a full-step update, in NumPy on the host (a NumPy op on a
-    ``(B,)`` array costs a fraction of a torch op's dispatch) and in torch on a device."""
+def _coefficients(prods: Any, coef: Any, n: int, host: bool) -> None:
+    """The pairs' weights in ``p`` and ``v`` from the dot products ``prods`` (B, 2, 2 + 2n)."""
+    if host:
+        host_kernels.broyden_coefficients(prods, coef, n)
+        return
+    coef[:, 0, 2 : 2 + 2 * n : 2] = prods[:, 0, 3 : 3 + 2 * n : 2]  # v_i·g_new weighs u_i
+    coef[:, 1, 3 : 3 + 2 * n : 2] = prods[:, 1, 2 : 2 + 2 * n : 2]  # u_i·Δz weighs v_i
 
-    def __init__(self, host: bool) -> None:
+
+class _Factors:
+    """``(−1/vᵀΔg, −‖Δz‖²/vᵀΔg)`` of a full-step update as ``(B, 1)`` columns, ``(0, −1)`` for
+    a skipped one: a compiled loop on the host, torch ops on a device."""
+
+    def __init__(self, z0: Tensor, host: bool) -> None:
+        self.out = z0.new_empty(2, z0.shape[0], 1)
+        self.cols = self.out.unbind(0)  # torch views, made once
         self.host = host
-        self.xp: Any = np if host else torch
+        self._out = self.out.numpy() if host else None
+        self.zero, self.minus_one = z0.new_tensor([0.0, -1.0]).unbind(0)
 
-    def __call__(self, vg: Any, dz2: Any) -> tuple[Tensor, Tensor]:
-        """``(−1/vᵀΔg, −‖Δz‖²/vᵀΔg)`` as ``(B, 1)`` columns; ``(0, −1)`` for a skipped update."""
-        xp = self.xp
-        with np.errstate(all="ignore") if self.host else contextlib.nullcontext():
-            den = vg + dz2
-            ok = abs(den) > _SKIP * dz2  # false for NaN, and for a zero step (stopped sample)
-            neg_inv = xp.where(ok, -1 / den, 0.0)[:, None]
-            neg_factor = xp.where(ok, dz2 * neg_inv[:, 0], -1.0)[:, None]
+    def __call__(self, vdots: Tensor, prods: Tensor) -> tuple[Tensor, Tensor]:
         if self.host:
-            return torch.from_numpy(neg_inv), torch.from_numpy(neg_factor)
-        return neg_inv, neg_factor
+            host_kernels.broyden_factors(vdots.numpy(), prods.numpy(), _SKIP, self._out)
+            return self.cols
+        dz2 = prods[:, 1, 1:2]
+        den = vdots[:, 0, :1] + dz2
+        ok = (den.abs() > _SKIP * dz2) & den.isfinite()  # false for NaN and a zero step
+        neg_inv, neg_factor = self.cols
+        torch.where(ok, -1 / den, self.zero, out=neg_inv)
+        torch.where(ok, dz2 * neg_inv, self.minus_one, out=neg_factor)
+        return self.cols

@@ -3,10 +3,10 @@
 ``Monitor.observe`` runs once per evaluation of ``f`` in every solver, so it is the hot path of
 the whole package, and it has one implementation per kind of device:
 
-- on the CPU, where reading a value costs nothing, the per-sample bookkeeping runs in NumPy on
-  views that share memory with the monitor's tensors (a NumPy op on a ``(B,)`` array costs a
-  fraction of a torch op's dispatch), and best iterates are held by reference: a sample's row
-  is copied once, when it stops improving or stops, not on every step;
+- on the CPU, where reading a value costs nothing, the per-sample bookkeeping is one compiled
+  loop over the batch (`host_kernels.observe`) on NumPy views that share memory with the
+  monitor's tensors, and best iterates are held by reference: a sample's row is copied when
+  it stops improving or stops, not on every step;
 - on CUDA it is all device ops, and "is every sample done?" is read from a flag copied
   asynchronously a step or two earlier, so the GPU never stalls.
 
@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deqbench.solvers import host_kernels
+from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING
 from deqbench.solvers.result import _EPS, SolverResult
 
 Fn = Callable[[Tensor], Tensor]
 STOP_MODES = ("abs", "rel")
-CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes; a sample still running at the cap
-# ends as RUNNING, which the result reports as max_iter
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 @dataclass(eq=False)
@@ -64,6 +65,9 @@ class Monitor:
         # Norms are written in place (`out=`) when the state's norm has the traces' dtype; a
         # half-precision state goes through a cast.
         self._norm_out = torch.empty(0, dtype=z0.dtype).abs().dtype == real
+        # This step's ‖f(z) − z‖ and ‖f(z)‖ (then the relative residual), before the traces.
+        self._norms = z0.new_empty(2, batch, dtype=real)
+        self._norm_g, self._norm_f = self._norms.unbind(0)
         self.best_step = z0.new_zeros(batch, dtype=torch.long)
         self.nstep = z0.new_zeros(batch, dtype=torch.long)
         self.status = z0.new_full((batch,), RUNNING, dtype=torch.int8)
@@ -85,17 +89,15 @@ class Monitor:
         """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
         k = self.nfe
         self.nfe += 1
-        abs_r, rel_r = self.abs_trace[k], self.rel_trace[k]
         if self._norm_out:
-            torch.linalg.vector_norm(g, dim=1, out=abs_r)
-            torch.linalg.vector_norm(fz, dim=1, out=rel_r)  # ‖f(z)‖ until divided below
+            torch.linalg.vector_norm(g, dim=1, out=self._norm_g)
+            torch.linalg.vector_norm(fz, dim=1, out=self._norm_f)
         else:
-            abs_r.copy_(torch.linalg.vector_norm(g, dim=1))
-            rel_r.copy_(torch.linalg.vector_norm(fz, dim=1))
+            self._norm_g.copy_(torch.linalg.vector_norm(g, dim=1))
+            self._norm_f.copy_(torch.linalg.vector_norm(fz, dim=1))
         if self.host:
-            with np.errstate(all="ignore"):  # inf/inf and overflow are legitimate here
-                return self._observe_host(k, z)
-        return self._observe_device(k, z, abs_r, rel_r)
+            return self._observe_host(k, z)
+        return self._observe_device(k, z)
 
     def hold_diverged(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` (``(B, D)``), with the rows of diverged samples taken from ``old``.
@@ -113,12 +115,7 @@ class Monitor:
     def result(self) -> SolverResult:
         """The solve's record (call once the solver is done)."""
         n = max(self.nfe, 1)
-        if self.host:
-            if self._every:  # no sample has stopped: `nstep` was never written
-                self.nstep.fill_(n - 1)
-            z = self._best_rows()
-        else:
-            z = self._best
+        z = self._best_rows() if self.host else self._best
         return SolverResult(
             z=z.clone() if z is self.z0 else z,  # never hand the caller's own start back
             nstep=self.nstep,
@@ -145,54 +142,51 @@ class Monitor:
         # The divergence bound: `divergence` × the lowest absolute residual so far, kept at or
         # below the largest float so that an infinite residual always exceeds it.
         self._bound = np.full(batch, np.finfo(dtype).max, dtype=dtype)
-        self._every = True  # no sample has stopped yet: the common case, with a shorter path
+        # Scalars in the traces' dtype, so that the kernel compares as the device path does.
+        self._tol_np, self._div_np = dtype.type(self.tol), dtype.type(self.divergence)
+        self._better = np.zeros(batch, dtype=bool)
+        self._every_row = np.ones(batch, dtype=bool)  # never written
         # Best iterates: rows `_ref_rows` of `_ref` (an observed iterate, held without a copy);
         # the other samples' rows were copied into `_best` when they left `_ref`.
-        self._ref, self._ref_rows = self.z0, np.ones(batch, dtype=bool)
+        self._ref, self._ref_rows = self.z0, self._every_row
         self._best: Tensor | None = None
+        self._best_np: np.ndarray | None = None
+        # Rows are copied in NumPy where it has the dtype (not bfloat16, say), else in torch.
+        self._np_rows = self.z0.dtype in _NUMPY_DTYPES
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
+        self._norms_np = self._norms.numpy()
 
     def _observe_host(self, k: int, z: Tensor) -> bool:
-        tr, act, every, tol = self._tr, self._act, self._every, self.tol
-        a, rel = tr[0, k], tr[1, k]
-        np.divide(a, np.maximum(rel, _EPS, out=rel), out=rel)
-        if not every and k:  # samples that stopped keep their last residual
-            np.copyto(tr[:, k], tr[:, k - 1], where=~act)
-        r = rel if self._rel else a
-        if k:  # the start is never the answer once a step exists (a zero start = no gradient)
-            better = act.copy() if k == 1 else np.less(r, self._best_r) & act
-            np.copyto(self._best_r, r, where=better)
-            np.copyto(self._best_step, k, where=better)
-            self._take_rows(better, z)
-        # ``a <= min(bound, divergence·a)`` is ``a <= bound`` (false for inf and NaN).
-        bounded = np.less_equal(a, self._bound)
-        np.fmin(self._bound, a * self.divergence, out=self._bound)  # fmin: 0·inf is no bound
-        if every and (bounded & (r > tol)).all():
-            return self.nfe >= self.budget  # every sample still runs: nothing else changes
-        np.copyto(self._nstep, k, where=act)
-        code = np.where(r <= tol, CONVERGED, np.where(bounded, RUNNING, DIVERGED))
-        np.copyto(self._status, code, where=act, casting="unsafe")
-        np.equal(self._status, RUNNING, out=act)
-        diverged = np.flatnonzero(self._status == DIVERGED)
-        self._diverged = torch.from_numpy(diverged) if diverged.size else None
-        self._every = False
-        return self.nfe >= self.budget or not act.any()
+        improved, running, stopped = host_kernels.observe(
+            k, self._norms_np, self._tr, self._act, self._best_r, self._best_step, self._bound,
+            self._status, self._nstep, self._better, self._tol_np, self._div_np, self._rel,
+        )  # fmt: skip
+        if improved:
+            self._take_rows(improved == len(self._better), z)
+        if stopped:
+            diverged = np.flatnonzero(self._status == DIVERGED)
+            self._diverged = torch.from_numpy(diverged) if diverged.size else None
+        return self.nfe >= self.budget or not running
 
-    def _take_rows(self, better: np.ndarray, z: Tensor) -> None:
-        """Make ``z[i]`` the best iterate of each sample ``i`` where ``better[i]``."""
-        if not better.any():
-            return
-        leaving = self._ref_rows & ~better  # best rows that live in the old reference only
-        if leaving.any():
-            self._copy_out(leaving)
-        self._ref, self._ref_rows = z, better
+    def _take_rows(self, every: bool, z: Tensor) -> None:
+        """Make ``z[i]`` the best iterate of each sample ``i`` the kernel flagged ``better``."""
+        if not every:
+            leaving = self._ref_rows & ~self._better  # best rows only the old reference holds
+            if leaving.any():
+                self._copy_out(leaving)
+        self._ref, self._ref_rows = z, self._every_row if every else self._better.copy()
 
     def _copy_out(self, rows: np.ndarray) -> None:
         """Copy the reference's ``rows`` into `_best`."""
         if self._best is None:
             self._best = torch.empty_like(self._ref)
-        idx = torch.from_numpy(np.flatnonzero(rows))
-        self._best.index_copy_(0, idx, self._ref.index_select(0, idx))
+            self._best_np = self._best.numpy() if self._np_rows else None
+        idx = np.flatnonzero(rows)
+        if self._best_np is not None:
+            self._best_np[idx] = self._ref.detach().numpy()[idx]
+        else:
+            i = torch.from_numpy(idx)
+            self._best.index_copy_(0, i, self._ref.index_select(0, i))
 
     def _best_rows(self) -> Tensor:
         """(B, D) every sample's best iterate."""
@@ -217,18 +211,20 @@ class Monitor:
         self._scaled = z0.new_empty(batch, dtype=real)  # divergence × this step's residual
         self._bounded = z0.new_empty(batch, dtype=torch.bool)  # residual within the bound
         self._flag = _DoneFlag(z0.device)
-        self._every = False
 
-    def _observe_device(self, k: int, z: Tensor, abs_r: Tensor, rel_r: Tensor) -> bool:
-        active, res = self.active, self._traces[:, k]
+    def _observe_device(self, k: int, z: Tensor) -> bool:
+        active, abs_r, rel_r = self.active, self._norm_g, self._norm_f
         torch.div(abs_r, rel_r.clamp_min_(_EPS), out=rel_r)
         r = rel_r if self._rel else abs_r
-        if k:
-            torch.where(active, res, self._traces[:, k - 1], out=res)
+        res = self._traces[:, k]
+        if k:  # samples that stopped keep their last residual
+            torch.where(active, self._norms, self._traces[:, k - 1], out=res)
             better = active.clone() if k == 1 else torch.lt(r, self._best_r).logical_and_(active)
             torch.where(better, r, self._best_r, out=self._best_r)
             torch.where(better[:, None], z, self._best, out=self._best)
             self.best_step.masked_fill_(better, k)
+        else:
+            res.copy_(self._norms)
         bounded = torch.le(abs_r, self._bound_t, out=self._bounded)
         torch.fmin(self._bound_t, torch.mul(abs_r, self._div, out=self._scaled), out=self._bound_t)
         self.nstep.masked_fill_(active, k)
