@@ -64,6 +64,14 @@ def observe(k, norms, traces, active, best_r, best_step, bound, status, nstep, b
 
 
 @njit(cache=True)
+def copy_rows(rows, skip, src, dst):  # fmt: skip
+    """``dst[i] = src[i]`` for every ``i`` with ``rows[i]`` and not ``skip[i]``."""
+    for i in range(src.shape[0]):
+        if rows[i] and not skip[i]:
+            dst[i] = src[i]
+
+
+@njit(cache=True)
 def anderson_weights(dots, gram, valid, alpha, ridge, k, s, n, restart):  # fmt: skip
     """Anderson's mixing weights ``alpha`` (B, 1, n) after evaluation ``k`` (in slot ``s``).
 

@@ -150,7 +150,6 @@ class Monitor:
         # the other samples' rows were copied into `_best` when they left `_ref`.
         self._ref, self._ref_rows = self.z0, self._every_row
         self._best: Tensor | None = None
-        self._best_np: np.ndarray | None = None
         # Rows are copied in NumPy where it has the dtype (not bfloat16, say), else in torch.
         self._np_rows = self.z0.dtype in _NUMPY_DTYPES
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
@@ -170,31 +169,26 @@ class Monitor:
 
     def _take_rows(self, every: bool, z: Tensor) -> None:
         """Make ``z[i]`` the best iterate of each sample ``i`` the kernel flagged ``better``."""
-        if not every:
-            leaving = self._ref_rows & ~self._better  # best rows only the old reference holds
-            if leaving.any():
-                self._copy_out(leaving)
+        if not every:  # first copy out the best rows only the old reference holds
+            self._copy_out(self._ref_rows, self._better)
         self._ref, self._ref_rows = z, self._every_row if every else self._better.copy()
 
-    def _copy_out(self, rows: np.ndarray) -> None:
-        """Copy the reference's ``rows`` into `_best`."""
+    def _copy_out(self, rows: np.ndarray, skip: np.ndarray) -> None:
+        """Copy the reference's ``rows`` (but not those in ``skip``) into `_best`."""
         if self._best is None:
             self._best = torch.empty_like(self._ref)
-            self._best_np = self._best.numpy() if self._np_rows else None
-        idx = np.flatnonzero(rows)
-        if self._best_np is not None:
-            self._best_np[idx] = self._ref.detach().numpy()[idx]
+        if self._np_rows:
+            host_kernels.copy_rows(rows, skip, self._ref.detach().numpy(), self._best.numpy())
         else:
-            i = torch.from_numpy(idx)
+            i = torch.from_numpy(np.flatnonzero(rows & ~skip))
             self._best.index_copy_(0, i, self._ref.index_select(0, i))
 
     def _best_rows(self) -> Tensor:
         """(B, D) every sample's best iterate."""
-        if self._ref_rows.all():
+        if self._ref_rows is self._every_row:
             return self._ref
-        if self._ref_rows.any():
-            self._copy_out(self._ref_rows)
-            self._ref_rows = np.zeros_like(self._ref_rows)
+        self._copy_out(self._ref_rows, ~self._ref_rows)
+        self._ref, self._ref_rows = self._best, self._every_row
         return self._best
 
     # -- CUDA: device ops only, no host sync -----------------------------------------------
