@@ -170,3 +170,14 @@ def test_solvers_agree_on_both_paths(name, monkeypatch):
     n = host.nfe
     torch.testing.assert_close(device.abs_trace[:n], host.abs_trace, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(device.z, host.z, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["fixed-point", "anderson", "broyden"])
+def test_bfloat16_states_take_the_torch_paths(name):
+    # The compiled kernels take float32 and float64; other dtypes fall back to torch ops.
+    factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
+    f, z0 = cell_problem("tanh", batch=4, dim=16, spectral_norm=0.5, dtype=torch.bfloat16)
+    result = factory()(f, z0, max_iter=50, tol=3e-2)
+    assert result.status.value == "converged", result.message
+    assert result.z.dtype == torch.bfloat16
+    assert result.abs_trace.dtype == torch.float32

@@ -61,7 +61,8 @@ class Anderson(Solver):
         fs_used = [fs[:, :n] for n in range(m + 1)]
         gs_used = [gs[:, :n] for n in range(m + 1)]
         gs_used_t = [g.transpose(1, 2) for g in gs_used]
-        weights = _Weights(z0, m, self.lam, self.restart, monitor.host)
+        host = monitor.host and host_kernels.handles(z0.dtype)
+        weights = _Weights(z0, m, self.lam, self.restart, host)
         z = z0
         for k in count():
             s, n = k % m, min(k + 1, m)
@@ -87,12 +88,14 @@ class _Weights:
 
     def __init__(self, z0: Tensor, m: int, lam: float, restart: bool, host: bool) -> None:
         batch = z0.shape[0]
-        self.eye = torch.eye(m, dtype=z0.dtype, device=z0.device)
+        # The small system in at least float32 (LAPACK has no half-precision solve).
+        small = torch.promote_types(z0.dtype, torch.float32)
+        self.eye = torch.eye(m, dtype=small, device=z0.device)
         # The system matrix: the Gram matrix of the slots in each sample's history with the
         # ridge on its diagonal, (1 + λ)‖g_i‖²; rows and columns of the other slots are the
         # identity's, and with a zero right-hand side there their weights are exactly zero.
         self.gram = self.eye.expand(batch, m, m).clone()
-        self.valid = z0.new_zeros(batch, m, 1)  # 1 for slots in the history: the rhs
+        self.valid = self.eye.new_zeros(batch, m, 1)  # 1 for slots in the history: the rhs
         self.ridge = 1 + lam * self.eye  # ridge[s] scales the new row's entry s
         self.lam, self.restart, self.host = lam, restart, host
         # Per count n of slots in use: the solver writes ``g_s · g_i`` into dots[n] (B, 1, n),
@@ -120,7 +123,7 @@ class _Weights:
 
     def _device(self, k: int, s: int, n: int) -> None:
         gram, valid, eye = self.gram, self.valid, self.eye
-        row = self.dots[n][:, 0] * self.ridge[s, :n]
+        row = self.dots[n][:, 0].to(gram.dtype) * self.ridge[s, :n]
         if self.restart and k:  # samples whose residual grew keep only the newest slot
             prev = (k - 1) % gram.shape[1]
             grew = (row[:, s] > gram[:, prev, prev])[:, None, None]
@@ -134,4 +137,4 @@ class _Weights:
         total = a.sum(1, keepdim=True)
         # 1ᵀH⁻¹1 > 0 for a positive definite H; anything else means the solve failed.
         ok = (total > 0) & (total < float("inf"))
-        torch.where(ok, a / total, eye[:n, s, None], out=self.alpha[n].transpose(1, 2))
+        self.alpha[n].copy_(torch.where(ok, a / total, eye[:n, s, None]).transpose(1, 2))

@@ -67,19 +67,17 @@ class Broyden(Solver):
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
         batch, dim = z0.shape
         m = max(1, min(self.m, monitor.budget - 2))  # pairs that could never be used cost nothing
-        host = monitor.host
+        host = monitor.host and host_kernels.handles(z0.dtype)
         # Rows 0 and 1: g_new and Δz; pair i: rows 2 + 2i (u_i) and 3 + 2i (v_i).
         w = z0.new_empty(batch, 2 + 2 * m, dim)
         g_row, dz_row = w[:, 0], w[:, 1]
         rhs = w[:, :2]
-        rhs_t = rhs.transpose(1, 2)
         # coef[:, 0] weighs the rows into p = H g_new = −g_new + Σ u_i (v_i·g_new), coef[:, 1]
         # into v = Hᵀ Δz = −Δz + Σ v_i (u_i·Δz); entries never written stay zero.
         coef = z0.new_zeros(batch, 2, 2 + 2 * m)
         coef[:, 0, 0] = coef[:, 1, 1] = -1
         pv = z0.new_empty(batch, 2, dim)  # p and v
         p, v = pv.unbind(1)
-        v_row = v.unsqueeze(1)
         # Views per count n of pairs in use (made once: on small states, indexing on every
         # step costs as much as arithmetic), NumPy views on the host.
         used = [w[:, : 2 + 2 * n] for n in range(m + 1)]
@@ -87,13 +85,7 @@ class Broyden(Solver):
         coef_used = [coef[:, :, : 2 + 2 * n] for n in range(m + 1)]
         u_slot = [w[:, 2 + 2 * n] for n in range(m)]
         v_slot = [w[:, 3 + 2 * n] for n in range(m)]
-        # Outputs of the small products (one per n for `prods`), NumPy views for the kernels.
-        prods_t = [z0.new_empty(batch, 2, 2 + 2 * n) for n in range(m + 1)]
-        vdots_t = z0.new_empty(batch, 1, 2)
-        coef_a, prods_a = coef, prods_t
-        if host:
-            coef_a, prods_a = coef.numpy(), [x.numpy() for x in prods_t]
-        factors = _Factors(z0, host)
+        secant = _Secant(z0, coef, m, host)
 
         z = z0
         fz = f(z)
@@ -113,17 +105,16 @@ class Broyden(Solver):
                 d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
                 n, z = 1, z_new
                 continue
-            # All dot products of g_new and Δz with themselves and the pairs, in one pass.
-            torch.bmm(rhs, used_t[n], out=prods_t[n])  # (B, 2, 2 + 2n)
-            _coefficients(prods_a[n], coef_a, n, host)
+            # All dot products of g_new and Δz with themselves and the pairs, in one pass; the
+            # pairs' weights in p and v, v·g_new and the update's factors follow from them.
+            torch.bmm(rhs, used_t[n], out=secant.prods[n])
+            neg_inv, neg_factor = secant(n)
             torch.bmm(coef_used[n], used[n], out=pv)
-            torch.bmm(v_row, rhs_t, out=vdots_t)  # v·g_new, v·Δz
             if t is None:
-                neg_inv, neg_factor = factors(vdots_t, prods_t[n])
                 torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
                 d, scale = p, neg_factor  # −H_new g_new = −p·‖Δz‖² / vᵀΔg (p lives until then)
             else:
-                vg, dz2 = vdots_t[:, 0, 0], prods_t[n][:, 1, 1]  # v·g_new, ‖Δz‖²
+                vg, dz2 = secant.vg, secant.prods[n][:, 1, 1]
                 d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
             v_slot[n].copy_(v)
             n += 1
@@ -201,32 +192,45 @@ class Broyden(Solver):
         return torch.addcmul(p, u, vg[:, None]).neg_()  # d = −(p + u (v·g_new))
 
 
-def _coefficients(prods: Any, coef: Any, n: int, host: bool) -> None:
-    """The pairs' weights in ``p`` and ``v`` from the dot products ``prods`` (B, 2, 2 + 2n)."""
-    if host:
-        host_kernels.broyden_coefficients(prods, coef, n)
-        return
-    coef[:, 0, 2 : 2 + 2 * n : 2] = prods[:, 0, 3 : 3 + 2 * n : 2]  # v_i·g_new weighs u_i
-    coef[:, 1, 3 : 3 + 2 * n : 2] = prods[:, 1, 2 : 2 + 2 * n : 2]  # u_i·Δz weighs v_i
+class _Secant:
+    """From the dot products ``prods[n]`` (B, 2, 2 + 2n) of ``g_new`` and ``Δz`` with the
+    buffer's rows: the pairs' weights in ``p`` and ``v`` (into ``coef``), ``v·g_new`` and the
+    factors of a full-step update. A compiled loop on the host, torch ops on a device.
 
+    ``v·g_new = −Δz·g_new + Σ (u_i·Δz)(v_i·g_new)`` needs no pass over ``v``.
+    """
 
-class _Factors:
-    """``(−1/vᵀΔg, −‖Δz‖²/vᵀΔg)`` of a full-step update as ``(B, 1)`` columns, ``(0, −1)`` for
-    a skipped one: a compiled loop on the host, torch ops on a device."""
+    def __init__(self, z0: Tensor, coef: Tensor, m: int, host: bool) -> None:
+        batch = z0.shape[0]
+        self.prods = [z0.new_empty(batch, 2, 2 + 2 * n) for n in range(m + 1)]
+        self.vg = z0.new_empty(batch)
+        # −1/vᵀΔg and −‖Δz‖²/vᵀΔg as (B, 1) columns: (0, −1) for a skipped update.
+        self.factors = z0.new_empty(2, batch, 1)
+        self.cols = self.factors.unbind(0)  # torch views, made once
+        self.coef, self.host = coef, host
+        if host:  # NumPy views for the kernel
+            self._host = (
+                [x.numpy() for x in self.prods],
+                coef.numpy(),
+                self.vg.numpy(),
+                self.factors.numpy(),
+            )
+        else:
+            self.zero, self.minus_one = z0.new_tensor([0.0, -1.0]).unbind(0)
 
-    def __init__(self, z0: Tensor, host: bool) -> None:
-        self.out = z0.new_empty(2, z0.shape[0], 1)
-        self.cols = self.out.unbind(0)  # torch views, made once
-        self.host = host
-        self._out = self.out.numpy() if host else None
-        self.zero, self.minus_one = z0.new_tensor([0.0, -1.0]).unbind(0)
-
-    def __call__(self, vdots: Tensor, prods: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, n: int) -> tuple[Tensor, Tensor]:
         if self.host:
-            host_kernels.broyden_factors(vdots.numpy(), prods.numpy(), _SKIP, self._out)
+            prods, coef, vg, factors = self._host
+            host_kernels.broyden_secant(prods[n], coef, n, _SKIP, vg, factors)
             return self.cols
+        prods, coef = self.prods[n], self.coef
+        v_g = prods[:, 0, 3 : 3 + 2 * n : 2]  # v_i·g_new weighs u_i in p
+        u_dz = prods[:, 1, 2 : 2 + 2 * n : 2]  # u_i·Δz weighs v_i in v
+        coef[:, 0, 2 : 2 + 2 * n : 2] = v_g
+        coef[:, 1, 3 : 3 + 2 * n : 2] = u_dz
+        torch.sub((v_g * u_dz).sum(1), prods[:, 1, 0], out=self.vg)
         dz2 = prods[:, 1, 1:2]
-        den = vdots[:, 0, :1] + dz2
+        den = self.vg[:, None] + dz2
         ok = (den.abs() > _SKIP * dz2) & den.isfinite()  # false for NaN and a zero step
         neg_inv, neg_factor = self.cols
         torch.where(ok, -1 / den, self.zero, out=neg_inv)

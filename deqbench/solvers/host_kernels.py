@@ -13,10 +13,17 @@ Compiled on first use and cached on disk (``cache=True``).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numba import njit
 
-CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes
-EPS = 1e-30  # floors ‖f(z)‖ in the relative residual
+from deqbench.solvers.result import _EPS as EPS
+
+CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes (`Status.from_code`)
+
+
+def handles(dtype: torch.dtype) -> bool:
+    """Whether the kernels take states of ``dtype`` (others run the device path's ops)."""
+    return dtype in (torch.float32, torch.float64)
 
 
 @njit(cache=True)
@@ -140,26 +147,28 @@ def _lu_solve(a, x):
 
 
 @njit(cache=True)
-def broyden_coefficients(prods, coef, n):  # fmt: skip
-    """Weights of the pairs in ``p = H g_new`` and ``v = Hᵀ Δz`` from the dot products
-    ``prods`` (B, 2, 2 + 2n) of ``g_new`` and ``Δz`` with the buffer's rows."""
-    for b in range(prods.shape[0]):
-        for i in range(n):
-            coef[b, 0, 2 + 2 * i] = prods[b, 0, 3 + 2 * i]  # v_i · g_new weighs u_i
-            coef[b, 1, 3 + 2 * i] = prods[b, 1, 2 + 2 * i]  # u_i · Δz weighs v_i
-
-
-@njit(cache=True)
-def broyden_factors(vdots, prods, skip, out):  # fmt: skip
-    """``out`` (2, B, 1): ``−1/vᵀΔg`` and ``−‖Δz‖²/vᵀΔg`` of a full step, with
+def broyden_secant(prods, coef, n, skip, vg, factors):  # fmt: skip
+    """Broyden's update from the dot products ``prods`` (B, 2, 2 + 2n) of ``g_new`` and ``Δz``
+    with the rows ``g_new, Δz, u_0, v_0, …``: the pairs' weights in ``p = H g_new`` and
+    ``v = Hᵀ Δz`` (into ``coef``), ``vg = v·g_new = −Δz·g_new + Σ (u_i·Δz)(v_i·g_new)``, and
+    ``factors`` (2, B, 1): ``−1/vᵀΔg`` and ``−‖Δz‖²/vᵀΔg`` of a full step, with
     ``vᵀΔg = v·g_new + ‖Δz‖²``; ``(0, −1)`` where the update is skipped (``|vᵀΔg|`` at most
-    ``skip``·‖Δz‖², or not finite)."""
-    for b in range(vdots.shape[0]):
+    ``skip``·‖Δz‖², or not finite).
+    """
+    for b in range(prods.shape[0]):
+        acc = -prods[b, 1, 0]
+        for i in range(n):
+            v_g = prods[b, 0, 3 + 2 * i]  # v_i · g_new weighs u_i in p
+            u_dz = prods[b, 1, 2 + 2 * i]  # u_i · Δz weighs v_i in v
+            coef[b, 0, 2 + 2 * i] = v_g
+            coef[b, 1, 3 + 2 * i] = u_dz
+            acc += v_g * u_dz
+        vg[b] = acc
         dz2 = prods[b, 1, 1]
-        den = vdots[b, 0, 0] + dz2
+        den = vg[b] + dz2
         if abs(den) > skip * dz2 and abs(den) < np.inf:
-            out[0, b, 0] = -1.0 / den
-            out[1, b, 0] = -dz2 / den
+            factors[0, b, 0] = -1.0 / den
+            factors[1, b, 0] = -dz2 / den
         else:
-            out[0, b, 0] = 0.0
-            out[1, b, 0] = -1.0
+            factors[0, b, 0] = 0.0
+            factors[1, b, 0] = -1.0

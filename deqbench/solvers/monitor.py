@@ -28,7 +28,6 @@ from deqbench.solvers.result import _EPS, SolverResult
 
 Fn = Callable[[Tensor], Tensor]
 STOP_MODES = ("abs", "rel")
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 @dataclass(eq=False)
@@ -50,8 +49,8 @@ class Monitor:
     tol: float
     stop_mode: str
     divergence: float
-    #: Keep the books on the host, in NumPy (None: when ``z0`` is on the CPU). False runs the
-    #: device path on any tensor: the tests check it on the CPU against the host path.
+    #: Keep the books on the host, in compiled loops (None: when ``z0`` is on the CPU). False
+    #: runs the device path on any tensor: the tests check it on the CPU against the host path.
     host: bool | None = None
     nfe: int = 0
     active: Tensor = field(init=False)
@@ -128,7 +127,7 @@ class Monitor:
             tol=self.tol,
         )
 
-    # -- CPU: NumPy bookkeeping on shared views ------------------------------------------
+    # -- CPU: compiled bookkeeping on shared NumPy views -------------------------------
 
     def _init_host(self, real: torch.dtype) -> None:
         batch = self.z0.shape[0]
@@ -150,8 +149,8 @@ class Monitor:
         # the other samples' rows were copied into `_best` when they left `_ref`.
         self._ref, self._ref_rows = self.z0, self._every_row
         self._best: Tensor | None = None
-        # Rows are copied in NumPy where it has the dtype (not bfloat16, say), else in torch.
-        self._np_rows = self.z0.dtype in _NUMPY_DTYPES
+        # Rows are copied by a kernel where it takes the dtype, else by torch.
+        self._np_rows = host_kernels.handles(self.z0.dtype)
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
         self._norms_np = self._norms.numpy()
 
