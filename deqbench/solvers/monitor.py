@@ -15,6 +15,7 @@ Both give the same traces, best iterates and statuses (tests run the two on the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,31 +57,25 @@ class Monitor:
     active: Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        z0, batch = self.z0, self.z0.shape[0]
-        real = torch.float64 if z0.dtype in (torch.float64, torch.complex128) else torch.float32
-        # Row 0: absolute, row 1: relative residuals; one buffer so one select writes both.
-        self._traces = z0.new_zeros(2, self.budget, batch, dtype=real)
-        self.abs_trace, self.rel_trace = self._traces.unbind(0)
-        # Norms are written in place (`out=`) when the state's norm has the traces' dtype; a
-        # half-precision state goes through a cast.
-        self._norm_out = torch.empty(0, dtype=z0.dtype).abs().dtype == real
-        # This step's ‖f(z) − z‖ and ‖f(z)‖ (then the relative residual), before the traces.
-        self._norms = z0.new_empty(2, batch, dtype=real)
-        self._norm_g, self._norm_f = self._norms.unbind(0)
-        self.best_step = z0.new_zeros(batch, dtype=torch.long)
-        self.nstep = z0.new_zeros(batch, dtype=torch.long)
-        self.status = z0.new_full((batch,), RUNNING, dtype=torch.int8)
-        self.active = z0.new_ones(batch, dtype=torch.bool)
-        self._rel = self.stop_mode == "rel"
+        z0 = self.z0
         on_cpu = z0.device.type == "cpu"
         if self.host is None:
             self.host = on_cpu
         elif self.host and not on_cpu:
             raise ValueError(f"host bookkeeping needs CPU tensors, got {z0.device}")
+        real = torch.float64 if z0.dtype in (torch.float64, torch.complex128) else torch.float32
+        # Norms are written in place (`out=`) when the state's norm has the traces' dtype; a
+        # half-precision state goes through a cast.
+        self._norm_out = _norm_dtype(z0.dtype) == real
+        self._rel = self.stop_mode == "rel"
         if self.host:
             self._init_host(real)
         else:
             self._init_device(real)
+        # Row 0: absolute, row 1: relative residuals, of each evaluation.
+        self.abs_trace, self.rel_trace = self._traces.unbind(0)
+        # This step's ‖f(z) − z‖ and ‖f(z)‖ (then the relative residual), before the traces.
+        self._norm_g, self._norm_f = self._norms.unbind(0)
 
     # -- the interface solvers use -----------------------------------------------------------
 
@@ -130,19 +125,24 @@ class Monitor:
     # -- CPU: compiled bookkeeping on shared NumPy views -------------------------------
 
     def _init_host(self, real: torch.dtype) -> None:
-        batch = self.z0.shape[0]
-        self._tr = self._traces.numpy()
-        self._act = self.active.numpy()
-        self._status = self.status.numpy()
-        self._nstep = self.nstep.numpy()
-        self._best_step = self.best_step.numpy()
-        dtype = self._tr.dtype
+        # Allocated in NumPy and shared with torch: cheaper than the other way round, which
+        # matters to solves of a few evaluations.
+        batch, dtype = self.z0.shape[0], np.float64 if real == torch.float64 else np.float32
+        self._tr = np.zeros((2, self.budget, batch), dtype=dtype)
+        self._norms_np = np.empty((2, batch), dtype=dtype)
+        ints = np.zeros((2, batch), dtype=np.int64)
+        self._best_step, self._nstep = ints
+        self._status = np.full(batch, RUNNING, dtype=np.int8)
+        self._act = np.ones(batch, dtype=bool)
+        self._traces, self._norms = torch.from_numpy(self._tr), torch.from_numpy(self._norms_np)
+        self.best_step, self.nstep = torch.from_numpy(ints).unbind(0)
+        self.status, self.active = torch.from_numpy(self._status), torch.from_numpy(self._act)
         self._best_r = np.full(batch, np.inf, dtype=dtype)
         # The divergence bound: `divergence` × the lowest absolute residual so far, kept at or
         # below the largest float so that an infinite residual always exceeds it.
         self._bound = np.full(batch, np.finfo(dtype).max, dtype=dtype)
         # Scalars in the traces' dtype, so that the kernel compares as the device path does.
-        self._tol_np, self._div_np = dtype.type(self.tol), dtype.type(self.divergence)
+        self._tol_np, self._div_np = dtype(self.tol), dtype(self.divergence)
         self._better = np.zeros(batch, dtype=bool)
         self._every_row = np.ones(batch, dtype=bool)  # never written
         # Best iterates: rows `_ref_rows` of `_ref` (an observed iterate, held without a copy);
@@ -152,7 +152,6 @@ class Monitor:
         # Rows are copied by a kernel where it takes the dtype, else by torch.
         self._np_rows = host_kernels.handles(self.z0.dtype)
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
-        self._norms_np = self._norms.numpy()
 
     def _observe_host(self, k: int, z: Tensor) -> bool:
         improved, running, stopped = host_kernels.observe(
@@ -194,6 +193,12 @@ class Monitor:
 
     def _init_device(self, real: torch.dtype) -> None:
         z0, batch = self.z0, self.z0.shape[0]
+        self._traces = z0.new_zeros(2, self.budget, batch, dtype=real)
+        self._norms = z0.new_empty(2, batch, dtype=real)
+        self.best_step = z0.new_zeros(batch, dtype=torch.long)
+        self.nstep = z0.new_zeros(batch, dtype=torch.long)
+        self.status = z0.new_full((batch,), RUNNING, dtype=torch.int8)
+        self.active = z0.new_ones(batch, dtype=torch.bool)
         self._best = z0.clone()
         self._best_r = z0.new_full((batch,), float("inf"), dtype=real)
         self._bound_t = z0.new_full((batch,), torch.finfo(real).max, dtype=real)
@@ -226,6 +231,12 @@ class Monitor:
         torch.where(active, code, self.status, out=self.status)
         torch.eq(self.status, running, out=active)
         return self.nfe >= self.budget or self._flag.all_false(active)
+
+
+@functools.cache
+def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a norm of a ``dtype`` tensor (real for complex)."""
+    return torch.empty(0, dtype=dtype).abs().dtype
 
 
 class _DoneFlag:
