@@ -23,12 +23,9 @@ class FixedPoint(Solver):
 
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
         z = z0
-        fz = f(z)
-        g = torch.empty_like(fz)  # reused: no allocation per step
         while True:
-            torch.sub(fz, z, out=g)
-            if monitor.observe(z, fz, g):
-                return
-            step = fz if self.beta == 1 else z.add(g, alpha=self.beta)
-            z = monitor.hold_diverged(step, z)  # diverged samples stay put
             fz = f(z)
+            if monitor.observe(z, fz):  # no need to form f(z) − z: the monitor takes norms
+                return
+            step = fz if self.beta == 1 else torch.lerp(z, fz, self.beta)
+            z = monitor.hold_diverged(step, z)  # diverged samples stay put

@@ -26,6 +26,39 @@ def handles(dtype: torch.dtype) -> bool:
     return dtype in (torch.float32, torch.float64)
 
 
+# Reassociation (SIMD partial sums) and fused multiply-adds, but IEEE semantics for inf and NaN:
+# a diverging sample must show as one.
+_SUMS = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=_SUMS)
+def residual_norms(z, fz, norms):  # fmt: skip
+    """``norms`` (2, B): ‖fz − z‖ and ‖fz‖ per row, in one pass over ``z`` and ``fz`` without
+    forming ``fz − z``."""
+    for b in range(z.shape[0]):
+        zb, fb = z[b], fz[b]
+        r = f = zb.dtype.type(0)  # SIMD partial sums: within 1e-7 of float64 at D = 16384
+        for j in range(zb.shape[0]):
+            d = fb[j] - zb[j]
+            r += d * d
+            f += fb[j] * fb[j]
+        norms[0, b] = np.sqrt(r)
+        norms[1, b] = np.sqrt(f)
+
+
+@njit(cache=True, fastmath=_SUMS)
+def norms(g, fz, out):  # fmt: skip
+    """``out`` (2, B): ‖g‖ and ‖fz‖ per row, in one pass."""
+    for b in range(g.shape[0]):
+        gb, fb = g[b], fz[b]
+        r = f = gb.dtype.type(0)
+        for j in range(gb.shape[0]):
+            r += gb[j] * gb[j]
+            f += fb[j] * fb[j]
+        out[0, b] = np.sqrt(r)
+        out[1, b] = np.sqrt(f)
+
+
 @njit(cache=True)
 def observe(k, norms, traces, active, best_r, best_step, bound, status, nstep, better, tol,
             divergence, relative):  # fmt: skip

@@ -67,6 +67,8 @@ class Monitor:
         # Norms are written in place (`out=`) when the state's norm has the traces' dtype; a
         # half-precision state goes through a cast.
         self._norm_out = _norm_dtype(z0.dtype) == real
+        # On the host, norms in one compiled pass where the kernels take the dtype.
+        self._fused = self.host and host_kernels.handles(z0.dtype)
         self._rel = self.stop_mode == "rel"
         if self.host:
             self._init_host(real)
@@ -79,10 +81,22 @@ class Monitor:
 
     # -- the interface solvers use -----------------------------------------------------------
 
-    def observe(self, z: Tensor, fz: Tensor, g: Tensor) -> bool:
-        """Record iterate ``z`` with ``fz = f(z)``, ``g = fz − z``; True when the solve may stop."""
+    def observe(self, z: Tensor, fz: Tensor, g: Tensor | None = None) -> bool:
+        """Record iterate ``z`` with ``fz = f(z)``; True when the solve may stop.
+
+        Pass ``g = fz − z`` when you have it; without it the monitor forms the residual norm
+        itself (on the CPU in one pass over ``z`` and ``fz``, never storing ``fz − z``).
+        """
         k = self.nfe
         self.nfe += 1
+        if self._fused:
+            if g is None:
+                host_kernels.residual_norms(_np(z), _np(fz), self._norms_np)
+            else:
+                host_kernels.norms(_np(g), _np(fz), self._norms_np)
+            return self._observe_host(k, z)
+        if g is None:
+            g = fz - z
         if self._norm_out:
             torch.linalg.vector_norm(g, dim=1, out=self._norm_g)
             torch.linalg.vector_norm(fz, dim=1, out=self._norm_f)
@@ -231,6 +245,11 @@ class Monitor:
         torch.where(active, code, self.status, out=self.status)
         torch.eq(self.status, running, out=active)
         return self.nfe >= self.budget or self._flag.all_false(active)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 @functools.cache
