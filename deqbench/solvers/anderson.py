@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import count
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
+from deqbench.solvers.host_kernels import view
 
 
 @dataclass(kw_only=True)
@@ -63,15 +65,24 @@ class Anderson(Solver):
         gs_used_t = [g.transpose(1, 2) for g in gs_used]
         host = monitor.host and host_kernels.handles(z0.dtype)
         weights = _Weights(z0, m, self.lam, self.restart, host)
+        if host:
+            fs_np, gs_np, norms = fs.numpy(), gs.numpy(), monitor.norms.numpy()
         z = z0
         for k in count():
             s, n = k % m, min(k + 1, m)
             f_s, g_s = f_slot[s], g_slot[s]
-            f_s.copy_(f(z))
-            torch.sub(f_s, z, out=g_s)
-            if monitor.observe(z, f_s, g_s):
-                return
-            torch.bmm(g_s.unsqueeze(1), gs_used_t[n], out=weights.dots[n])  # g_s · g_i
+            if host:  # slot, norms and g_s · g_i in one pass over the state
+                host_kernels.anderson_record(
+                    view(z), view(f(z)), fs_np, gs_np, s, n, norms, weights.host_dots(n)
+                )
+                if monitor.observe_norms(z):
+                    return
+            else:
+                f_s.copy_(f(z))
+                torch.sub(f_s, z, out=g_s)
+                if monitor.observe(z, f_s, g_s):
+                    return
+                torch.bmm(g_s.unsqueeze(1), gs_used_t[n], out=weights.dots[n])  # g_s · g_i
             alpha = weights(k, s, n)  # (B, 1, n)
             if n == 1:  # one slot: its weight is 1 (and a (1 × 1)·(1 × D) product is slow)
                 step = f_s.clone() if self.beta == 1 else f_s.sub(g_s, alpha=1 - self.beta)
@@ -112,6 +123,10 @@ class _Weights:
                 [x.numpy() for x in self.dots],
                 [x.numpy() for x in self.alpha],
             )
+
+    def host_dots(self, n: int) -> np.ndarray:
+        """The NumPy view of ``dots[n]``."""
+        return self._host[2][n]
 
     def __call__(self, k: int, s: int, n: int) -> Tensor:
         """``α`` (B, 1, n) from this step's dot products in ``dots[n]``."""

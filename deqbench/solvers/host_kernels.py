@@ -21,6 +21,11 @@ from deqbench.solvers.result import _EPS as EPS
 CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes (`Status.from_code`)
 
 
+def view(t: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor (no copy)."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()
+
+
 def handles(dtype: torch.dtype) -> bool:
     """Whether the kernels take states of ``dtype`` (others run the device path's ops)."""
     return dtype in (torch.float32, torch.float64)
@@ -57,6 +62,37 @@ def norms(g, fz, out):  # fmt: skip
             f += fb[j] * fb[j]
         out[0, b] = np.sqrt(r)
         out[1, b] = np.sqrt(f)
+
+
+@njit(cache=True, fastmath=_SUMS)
+def anderson_record(z, fz, fs, gs, s, n, norms, dots):  # fmt: skip
+    """Store the evaluation ``fz = f(z)`` in slot ``s`` of the histories ``fs`` and ``gs``
+    (B, m, D) as ``fz`` and ``g = fz − z``, with ``norms`` (2, B): ‖g‖ and ‖fz‖, and ``dots``
+    (B, 1, n): ``g · g_i`` for the first ``n`` slots. Row by row, so the second pass over a
+    row of ``g`` reads it from cache: one pass over the state where the same in array ops
+    takes seven, plus one per slot.
+    """
+    for b in range(z.shape[0]):
+        zb, fb, f_s, g_s = z[b], fz[b], fs[b, s], gs[b, s]
+        r = f = zb.dtype.type(0)
+        for j in range(zb.shape[0]):
+            fv = fb[j]
+            gv = fv - zb[j]
+            f_s[j] = fv
+            g_s[j] = gv
+            r += gv * gv
+            f += fv * fv
+        norms[0, b] = np.sqrt(r)
+        norms[1, b] = np.sqrt(f)
+        for i in range(n):
+            if i == s:
+                dots[b, 0, i] = r
+                continue
+            g_i = gs[b, i]
+            acc = zb.dtype.type(0)
+            for j in range(zb.shape[0]):
+                acc += g_s[j] * g_i[j]
+            dots[b, 0, i] = acc
 
 
 @njit(cache=True)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from deqbench.solvers import host_kernels
-from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING
+from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, view
 from deqbench.solvers.result import _EPS, SolverResult
 
 Fn = Callable[[Tensor], Tensor]
@@ -87,14 +87,12 @@ class Monitor:
         Pass ``g = fz − z`` when you have it; without it the monitor forms the residual norm
         itself (on the CPU in one pass over ``z`` and ``fz``, never storing ``fz − z``).
         """
-        k = self.nfe
-        self.nfe += 1
         if self._fused:
             if g is None:
-                host_kernels.residual_norms(_np(z), _np(fz), self._norms_np)
+                host_kernels.residual_norms(view(z), view(fz), self._norms_np)
             else:
-                host_kernels.norms(_np(g), _np(fz), self._norms_np)
-            return self._observe_host(k, z)
+                host_kernels.norms(view(g), view(fz), self._norms_np)
+            return self.observe_norms(z)
         if g is None:
             g = fz - z
         if self._norm_out:
@@ -103,6 +101,18 @@ class Monitor:
         else:
             self._norm_g.copy_(torch.linalg.vector_norm(g, dim=1))
             self._norm_f.copy_(torch.linalg.vector_norm(fz, dim=1))
+        return self.observe_norms(z)
+
+    @property
+    def norms(self) -> Tensor:
+        """(2, B) buffer for ‖f(z) − z‖ and ‖f(z)‖ of the evaluation `observe_norms` records."""
+        return self._norms
+
+    def observe_norms(self, z: Tensor) -> bool:
+        """`observe` for a solver that wrote this evaluation's norms into `norms` itself (while
+        it made another pass over the state, say)."""
+        k = self.nfe
+        self.nfe += 1
         if self.host:
             return self._observe_host(k, z)
         return self._observe_device(k, z)
@@ -245,11 +255,6 @@ class Monitor:
         torch.where(active, code, self.status, out=self.status)
         torch.eq(self.status, running, out=active)
         return self.nfe >= self.budget or self._flag.all_false(active)
-
-
-def _np(t: Tensor) -> np.ndarray:
-    """A NumPy view of a CPU tensor."""
-    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 @functools.cache
