@@ -32,6 +32,7 @@ from torch import Tensor
 
 from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
+from deqbench.solvers.host_kernels import view
 
 _C1 = 1e-4  # Armijo's sufficient-decrease constant
 # Skip an update whose vᵀΔg = ΔzᵀHΔg is below this fraction of ‖Δz‖² (its value when H fits the
@@ -97,10 +98,9 @@ class Broyden(Solver):
         g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
         n = 0  # pairs in use
         while True:
-            z_new, t, done = self._step(f, z, d, scale, g_row, monitor)
+            z_new, t, done = self._step(f, z, d, scale, g_row, dz_row, monitor, host)
             if done:
                 return
-            torch.sub(z_new, z, out=dz_row)
             if n == m:  # full: restart from −I, with the newest secant pair as its first
                 d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
                 n, z = 1, z_new
@@ -123,20 +123,35 @@ class Broyden(Solver):
                 g_prev.copy_(g_row)
 
     def _step(
-        self, f: Fn, z: Tensor, d: Tensor, scale: Tensor | None, g: Tensor, monitor: Monitor
+        self,
+        f: Fn,
+        z: Tensor,
+        d: Tensor,
+        scale: Tensor | None,
+        g: Tensor,
+        dz: Tensor,
+        monitor: Monitor,
+        host: bool,
     ) -> tuple[Tensor, Tensor | None, bool]:
-        """Step to ``z + d·scale`` (backtracking if asked), leaving ``g(z_new)`` in ``g``;
-        returns ``(z_new, t, all done?)`` with ``t`` the step length per sample (None: all 1)."""
+        """Step to ``z + d·scale`` (backtracking if asked), leaving ``g(z_new)`` in ``g`` and
+        ``z_new − z`` in ``dz``; returns ``(z_new, t, all done?)`` with ``t`` the step length
+        per sample (None: all 1)."""
         if self.line_search:
             phi0 = g.square().sum(1)
             d = d if scale is None else d * scale
             scale = None
         z_new = monitor.hold_diverged(z + d if scale is None else torch.addcmul(z, d, scale), z)
         fz = f(z_new)
+        if host and not self.line_search:  # g, Δz and the norms in one pass over the state
+            host_kernels.broyden_record(
+                view(z), view(z_new), view(fz), view(g), view(dz), monitor.norms.numpy()
+            )
+            return z_new, None, monitor.observe_norms(z_new)
         torch.sub(fz, z_new, out=g)
         if monitor.observe(z_new, fz, g):
             return z_new, None, True
         if not self.line_search:
+            torch.sub(z_new, z, out=dz)
             return z_new, None, False
         best = g.square().sum(1)
         step = torch.ones_like(best)
@@ -159,6 +174,7 @@ class Broyden(Solver):
             t = torch.where(better, step, t)
             best = torch.minimum(phi, best)
             searching &= monitor.active & (phi > (1 - 2 * _C1 * step) * phi0)
+        torch.sub(z_new, z, out=dz)
         return z_new, t, False
 
     @staticmethod

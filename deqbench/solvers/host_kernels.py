@@ -95,6 +95,24 @@ def anderson_record(z, fz, fs, gs, s, n, norms, dots):  # fmt: skip
             dots[b, 0, i] = acc
 
 
+@njit(cache=True, fastmath=_SUMS)
+def broyden_record(z, z_new, fz, g, dz, norms):  # fmt: skip
+    """For Broyden's step from ``z`` to ``z_new`` with ``fz = f(z_new)``: ``g = fz − z_new``,
+    ``dz = z_new − z`` and ``norms`` (2, B): ‖g‖ and ‖fz‖, in one pass over the state."""
+    for b in range(z.shape[0]):
+        zb, nb, fb, gb, db = z[b], z_new[b], fz[b], g[b], dz[b]
+        r = f = zb.dtype.type(0)
+        for j in range(zb.shape[0]):
+            fv, nv = fb[j], nb[j]
+            gv = fv - nv
+            gb[j] = gv
+            db[j] = nv - zb[j]
+            r += gv * gv
+            f += fv * fv
+        norms[0, b] = np.sqrt(r)
+        norms[1, b] = np.sqrt(f)
+
+
 @njit(cache=True)
 def observe(k, norms, traces, active, best_r, best_step, bound, status, nstep, better, tol,
             divergence, relative):  # fmt: skip
