@@ -97,14 +97,16 @@ class LiveTensorMeter(TorchDispatchMode):
     """Peak bytes of tensor storage allocated inside the block and alive at once.
 
     Every op's outputs are followed until their storage is freed; a storage shared by views is
-    counted once. Work inside ``excluded()`` is not counted, which is how a solver's own buffers
-    are told apart from what its function ``f`` allocates. This is a measuring pass: it is slow,
+    counted once. What work inside ``excluded()`` allocates is not counted, even when the code
+    outside views it later: that is how a solver's own buffers are told apart from what its
+    function ``f`` allocates. This is a measuring pass: it is slow,
     so never time the same call that it meters.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._live: dict[int, int] = {}
+        self._foreign: set[int] = set()  # storages allocated by excluded work
         self.current = 0
         self.peak = 0
         self._paused = 0
@@ -132,16 +134,19 @@ class LiveTensorMeter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if not self._paused:
-            for t in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(t, torch.Tensor):
-                    self._track(t)
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self._track(t)
         return out
 
     def _track(self, t: torch.Tensor) -> None:
         storage = t.untyped_storage()
         key, nbytes = storage.data_ptr(), storage.nbytes()
-        if nbytes == 0 or key in self._live:
+        if nbytes == 0 or key in self._live or key in self._foreign:
+            return
+        if self._paused:  # made by excluded work: never counted, even when viewed later
+            self._foreign.add(key)
+            weakref.finalize(storage, self._foreign.discard, key)
             return
         self._live[key] = nbytes
         self.current += nbytes

@@ -92,9 +92,10 @@ def test_a_worse_first_step_is_still_returned_over_the_zero_start():
     assert bool((result.z.norm(dim=1) > 0).all())
 
 
-def test_restarts_when_the_pairs_run_out():
+@pytest.mark.parametrize("m", [1, 2])
+def test_restarts_when_the_pairs_run_out(m):
     f, b, answer = affine(0.95)
-    result = Broyden(m=2)(f, torch.zeros_like(b), max_iter=500, tol=1e-10)
+    result = Broyden(m=m)(f, torch.zeros_like(b), max_iter=500, tol=1e-10)
     assert result.status is Status.CONVERGED, result.message
     torch.testing.assert_close(result.z, answer, rtol=1e-8, atol=1e-8)
 

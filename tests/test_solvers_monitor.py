@@ -181,3 +181,11 @@ def test_bfloat16_states_take_the_torch_paths(name):
     assert result.status.value == "converged", result.message
     assert result.z.dtype == torch.bfloat16
     assert result.abs_trace.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["fixed-point", "anderson", "broyden"])
+def test_a_map_of_the_wrong_shape_is_an_error(name):
+    # The compiled kernels do not check bounds: the shapes are checked before them.
+    factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
+    with pytest.raises((ValueError, RuntimeError), match="size|shape"):
+        factory()(lambda z: z[:, :-1], torch.zeros(2, 4), max_iter=5)

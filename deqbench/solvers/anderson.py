@@ -22,7 +22,7 @@ from torch import Tensor
 
 from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
-from deqbench.solvers.host_kernels import view
+from deqbench.solvers.host_kernels import views
 
 
 @dataclass(kw_only=True)
@@ -72,8 +72,9 @@ class Anderson(Solver):
             s, n = k % m, min(k + 1, m)
             f_s, g_s = f_slot[s], g_slot[s]
             if host:  # slot, norms and g_s · g_i in one pass over the state
+                z_np, fz_np = views(z, f(z))
                 host_kernels.anderson_record(
-                    view(z), view(f(z)), fs_np, gs_np, s, n, norms, weights.host_dots(n)
+                    z_np, fz_np, fs_np, gs_np, s, n, norms, weights.host_dots(n)
                 )
                 if monitor.observe_norms(z):
                     return

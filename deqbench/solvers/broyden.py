@@ -32,7 +32,7 @@ from torch import Tensor
 
 from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
-from deqbench.solvers.host_kernels import view
+from deqbench.solvers.host_kernels import views
 
 _C1 = 1e-4  # Armijo's sufficient-decrease constant
 # Skip an update whose vᵀΔg = ΔzᵀHΔg is below this fraction of ‖Δz‖² (its value when H fits the
@@ -80,7 +80,7 @@ class Broyden(Solver):
         pv = z0.new_empty(batch, 2, dim)  # p and v
         p, v = pv.unbind(1)
         # Views per count n of pairs in use (made once: on small states, indexing on every
-        # step costs as much as arithmetic), NumPy views on the host.
+        # step costs as much as arithmetic).
         used = [w[:, : 2 + 2 * n] for n in range(m + 1)]
         used_t = [x.transpose(1, 2) for x in used]
         coef_used = [coef[:, :, : 2 + 2 * n] for n in range(m + 1)]
@@ -103,20 +103,21 @@ class Broyden(Solver):
                 return
             if n == m:  # full: restart from −I, with the newest secant pair as its first
                 d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
-                n, z = 1, z_new
-                continue
-            # All dot products of g_new and Δz with themselves and the pairs, in one pass; the
-            # pairs' weights in p and v, v·g_new and the update's factors follow from them.
-            torch.bmm(rhs, used_t[n], out=secant.prods[n])
-            neg_inv, neg_factor = secant(n)
-            torch.bmm(coef_used[n], used[n], out=pv)
-            if t is None:
-                torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
-                d, scale = p, neg_factor  # −H_new g_new = −p·‖Δz‖² / vᵀΔg (p lives until then)
+                n = 0
             else:
-                vg, dz2 = secant.vg, secant.prods[n][:, 1, 1]
-                d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
-            v_slot[n].copy_(v)
+                # All dot products of g_new and Δz with themselves and the pairs, in one pass;
+                # the pairs' weights in p and v, v·g_new and the update's factors follow.
+                torch.bmm(rhs, used_t[n], out=secant.prods[n])
+                neg_inv, neg_factor = secant(n)
+                torch.bmm(coef_used[n], used[n], out=pv)
+                if t is None:
+                    torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
+                    # −H_new g_new = −p·‖Δz‖² / vᵀΔg (p lives until the next step is taken)
+                    d, scale = p, neg_factor
+                else:
+                    vg, dz2 = secant.vg, secant.prods[n][:, 1, 1]
+                    d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
+                v_slot[n].copy_(v)
             n += 1
             z = z_new
             if n == m:  # the next step restarts, and needs this g
@@ -143,9 +144,7 @@ class Broyden(Solver):
         z_new = monitor.hold_diverged(z + d if scale is None else torch.addcmul(z, d, scale), z)
         fz = f(z_new)
         if host and not self.line_search:  # g, Δz and the norms in one pass over the state
-            host_kernels.broyden_record(
-                view(z), view(z_new), view(fz), view(g), view(dz), monitor.norms.numpy()
-            )
+            host_kernels.broyden_record(*views(z, z_new, fz, g, dz), monitor.norms.numpy())
             return z_new, None, monitor.observe_norms(z_new)
         torch.sub(fz, z_new, out=g)
         if monitor.observe(z_new, fz, g):

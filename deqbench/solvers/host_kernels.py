@@ -21,9 +21,14 @@ from deqbench.solvers.result import _EPS as EPS
 CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes (`Status.from_code`)
 
 
-def view(t: torch.Tensor) -> np.ndarray:
-    """A NumPy view of a CPU tensor (no copy)."""
-    return t.detach().numpy() if t.requires_grad else t.numpy()
+def views(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """NumPy views of CPU tensors of one shape (no copy). The kernels do not check bounds, so
+    a map that returns the wrong shape must fail here."""
+    shape = tensors[0].shape
+    for t in tensors:
+        if t.shape != shape:
+            raise ValueError(f"f(z) must have the shape of z, {tuple(shape)}; got {tuple(t.shape)}")
+    return [t.detach().numpy() if t.requires_grad else t.numpy() for t in tensors]
 
 
 def handles(dtype: torch.dtype) -> bool:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from deqbench.solvers import host_kernels
-from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, view
+from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, views
 from deqbench.solvers.result import _EPS, SolverResult
 
 Fn = Callable[[Tensor], Tensor]
@@ -89,9 +89,9 @@ class Monitor:
         """
         if self._fused:
             if g is None:
-                host_kernels.residual_norms(view(z), view(fz), self._norms_np)
+                host_kernels.residual_norms(*views(z, fz), self._norms_np)
             else:
-                host_kernels.norms(view(g), view(fz), self._norms_np)
+                host_kernels.norms(*views(g, fz), self._norms_np)
             return self.observe_norms(z)
         if g is None:
             g = fz - z
@@ -172,7 +172,8 @@ class Monitor:
         # Best iterates: rows `_ref_rows` of `_ref` (an observed iterate, held without a copy);
         # the other samples' rows were copied into `_best` when they left `_ref`.
         self._ref, self._ref_rows = self.z0, self._every_row
-        self._best: Tensor | None = None
+        # Allocated up front (not when first needed) so the solver's memory is one figure.
+        self._best = torch.empty_like(self.z0)
         # Rows are copied by a kernel where it takes the dtype, else by torch.
         self._np_rows = host_kernels.handles(self.z0.dtype)
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
@@ -197,8 +198,6 @@ class Monitor:
 
     def _copy_out(self, rows: np.ndarray, skip: np.ndarray) -> None:
         """Copy the reference's ``rows`` (but not those in ``skip``) into `_best`."""
-        if self._best is None:
-            self._best = torch.empty_like(self._ref)
         if self._np_rows:
             host_kernels.copy_rows(rows, skip, self._ref.detach().numpy(), self._best.numpy())
         else:
