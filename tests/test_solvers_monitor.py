@@ -187,5 +187,5 @@ def test_bfloat16_states_take_the_torch_paths(name):
 def test_a_map_of_the_wrong_shape_is_an_error(name):
     # The compiled kernels do not check bounds: the shapes are checked before them.
     factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
-    with pytest.raises((ValueError, RuntimeError), match="size|shape"):
+    with pytest.raises((ValueError, RuntimeError), match=r"size|shape"):
         factory()(lambda z: z[:, :-1], torch.zeros(2, 4), max_iter=5)
