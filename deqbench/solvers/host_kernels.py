@@ -42,7 +42,7 @@ _SUMS = {"reassoc", "contract"}
 
 
 @njit(cache=True, fastmath=_SUMS)
-def residual_norms(z, fz, norms):  # fmt: skip
+def residual_norms(z, fz, norms):
     """``norms`` (2, B): ‖fz − z‖ and ‖fz‖ per row, in one pass over ``z`` and ``fz`` without
     forming ``fz − z``."""
     for b in range(z.shape[0]):
@@ -57,7 +57,7 @@ def residual_norms(z, fz, norms):  # fmt: skip
 
 
 @njit(cache=True, fastmath=_SUMS)
-def norms(g, fz, out):  # fmt: skip
+def norms(g, fz, out):
     """``out`` (2, B): ‖g‖ and ‖fz‖ per row, in one pass."""
     for b in range(g.shape[0]):
         gb, fb = g[b], fz[b]
@@ -70,7 +70,7 @@ def norms(g, fz, out):  # fmt: skip
 
 
 @njit(cache=True, fastmath=_SUMS)
-def anderson_record(z, fz, fs, gs, s, n, norms, dots):  # fmt: skip
+def anderson_record(z, fz, fs, gs, s, n, norms, dots):
     """Store the evaluation ``fz = f(z)`` in slot ``s`` of the histories ``fs`` and ``gs``
     (B, m, D) as ``fz`` and ``g = fz − z``, with ``norms`` (2, B): ‖g‖ and ‖fz‖, and ``dots``
     (B, 1, n): ``g · g_i`` for the first ``n`` slots. Row by row, so the second pass over a
@@ -101,7 +101,7 @@ def anderson_record(z, fz, fs, gs, s, n, norms, dots):  # fmt: skip
 
 
 @njit(cache=True, fastmath=_SUMS)
-def broyden_record(z, z_new, fz, g, dz, norms):  # fmt: skip
+def broyden_record(z, z_new, fz, g, dz, norms):
     """For Broyden's step from ``z`` to ``z_new`` with ``fz = f(z_new)``: ``g = fz − z_new``,
     ``dz = z_new − z`` and ``norms`` (2, B): ‖g‖ and ‖fz‖, in one pass over the state."""
     for b in range(z.shape[0]):
@@ -119,8 +119,21 @@ def broyden_record(z, z_new, fz, g, dz, norms):  # fmt: skip
 
 
 @njit(cache=True)
-def observe(k, norms, traces, active, best_r, best_step, bound, status, nstep, better, tol,
-            divergence, relative):  # fmt: skip
+def observe(
+    k,
+    norms,
+    traces,
+    active,
+    best_r,
+    best_step,
+    bound,
+    status,
+    nstep,
+    better,
+    tol,
+    divergence,
+    relative,
+):
     """Record evaluation ``k`` of every sample; returns ``(improved, still active, stopped now)``.
 
     ``norms`` (2, B): ‖f(z) − z‖ and ‖f(z)‖ of this evaluation. Writes trace row ``k`` (a
@@ -163,7 +176,7 @@ def observe(k, norms, traces, active, best_r, best_step, bound, status, nstep, b
 
 
 @njit(cache=True)
-def copy_rows(rows, skip, src, dst):  # fmt: skip
+def copy_rows(rows, skip, src, dst):
     """``dst[i] = src[i]`` for every ``i`` with ``rows[i]`` and not ``skip[i]``."""
     for i in range(src.shape[0]):
         if rows[i] and not skip[i]:
@@ -171,7 +184,7 @@ def copy_rows(rows, skip, src, dst):  # fmt: skip
 
 
 @njit(cache=True)
-def anderson_weights(dots, gram, valid, alpha, ridge, k, s, n, restart):  # fmt: skip
+def anderson_weights(dots, gram, valid, alpha, ridge, k, s, n, restart):
     """Anderson's mixing weights ``alpha`` (B, 1, n) after evaluation ``k`` (in slot ``s``).
 
     ``dots`` (B, 1, n): ``g_s · g_i``. Updates row and column ``s`` of each sample's system
@@ -239,7 +252,7 @@ def _lu_solve(a, x):
 
 
 @njit(cache=True)
-def broyden_secant(prods, coef, n, skip, vg, factors):  # fmt: skip
+def broyden_secant(prods, coef, n, skip, vg, factors):
     """Broyden's update from the dot products ``prods`` (B, 2, 2 + 2n) of ``g_new`` and ``Δz``
     with the rows ``g_new, Δz, u_0, v_0, …``: the pairs' weights in ``p = H g_new`` and
     ``v = Hᵀ Δz`` (into ``coef``), ``vg = v·g_new = −Δz·g_new + Σ (u_i·Δz)(v_i·g_new)``, and

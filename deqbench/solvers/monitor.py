@@ -180,9 +180,20 @@ class Monitor:
 
     def _observe_host(self, k: int, z: Tensor) -> bool:
         improved, running, stopped = host_kernels.observe(
-            k, self._norms_np, self._tr, self._act, self._best_r, self._best_step, self._bound,
-            self._status, self._nstep, self._better, self._tol_np, self._div_np, self._rel,
-        )  # fmt: skip
+            k,
+            self._norms_np,
+            self._tr,
+            self._act,
+            self._best_r,
+            self._best_step,
+            self._bound,
+            self._status,
+            self._nstep,
+            self._better,
+            self._tol_np,
+            self._div_np,
+            self._rel,
+        )
         if improved:
             self._take_rows(improved == len(self._better), z)
         if stopped:
