@@ -17,6 +17,7 @@ from deqbench.testing.solvers import cell_problem
 
 DT = torch.float64
 HOST = pytest.mark.parametrize("host", [True, False], ids=["host", "device"])
+FACTORIES = {name: factory for name, factory, _ in BUILTIN}
 
 
 def observe_all(monitor: Monitor, rows):
@@ -156,7 +157,7 @@ def _staggered_problem():
 
 @pytest.mark.parametrize("name", [name for name, *_ in BUILTIN if name != "gmres"])
 def test_solvers_agree_on_both_paths(name, monkeypatch):
-    factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
+    factory = FACTORIES[name]
     kwargs = {"max_iter": 200, "tol": 1e-8, "stop_mode": "rel"}
     host = factory()(*_staggered_problem(), **kwargs)
     monkeypatch.setattr(solver_base, "Monitor", functools.partial(Monitor, host=False))
@@ -175,7 +176,7 @@ def test_solvers_agree_on_both_paths(name, monkeypatch):
 @pytest.mark.parametrize("name", ["fixed-point", "anderson", "broyden"])
 def test_bfloat16_states_take_the_torch_paths(name):
     # The compiled kernels take float32 and float64; other dtypes fall back to torch ops.
-    factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
+    factory = FACTORIES[name]
     f, z0 = cell_problem("tanh", batch=4, dim=16, spectral_norm=0.5, dtype=torch.bfloat16)
     result = factory()(f, z0, max_iter=50, tol=3e-2)
     assert result.status.value == "converged", result.message
@@ -186,6 +187,6 @@ def test_bfloat16_states_take_the_torch_paths(name):
 @pytest.mark.parametrize("name", ["fixed-point", "anderson", "broyden"])
 def test_a_map_of_the_wrong_shape_is_an_error(name):
     # The compiled kernels do not check bounds: the shapes are checked before them.
-    factory = dict((n, fac) for n, fac, _ in BUILTIN)[name]
+    factory = FACTORIES[name]
     with pytest.raises((ValueError, RuntimeError), match=r"size|shape"):
         factory()(lambda z: z[:, :-1], torch.zeros(2, 4), max_iter=5)

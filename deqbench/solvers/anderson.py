@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import count
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,7 +73,7 @@ class Anderson(Solver):
             if host:  # slot, norms and g_s · g_i in one pass over the state
                 z_np, fz_np = views(z, f(z))
                 host_kernels.anderson_record(
-                    z_np, fz_np, fs_np, gs_np, s, n, norms, weights.host_dots(n)
+                    z_np, fz_np, fs_np, gs_np, s, n, norms, weights.dots_np[n]
                 )
                 if monitor.observe_norms(z):
                     return
@@ -118,23 +117,23 @@ class _Weights:
         self.dots = [z0.new_empty(batch, 1, n) for n in range(m + 1)]
         self.alpha = [z0.new_empty(batch, 1, n) for n in range(m + 1)]
         if host:  # NumPy views for the kernel
-            self._host = (
-                self.gram.numpy(),
-                self.valid.numpy(),
-                [x.numpy() for x in self.dots],
-                [x.numpy() for x in self.alpha],
-            )
-
-    def host_dots(self, n: int) -> np.ndarray:
-        """The NumPy view of ``dots[n]``."""
-        return self._host[2][n]
+            self.gram_np, self.valid_np = self.gram.numpy(), self.valid.numpy()
+            self.dots_np = [x.numpy() for x in self.dots]
+            self.alpha_np = [x.numpy() for x in self.alpha]
 
     def __call__(self, k: int, s: int, n: int) -> Tensor:
         """``α`` (B, 1, n) from this step's dot products in ``dots[n]``."""
         if self.host:
-            gram, valid, dots, alpha = self._host
             host_kernels.anderson_weights(
-                dots[n], gram, valid, alpha[n], self.lam, k, s, n, self.restart
+                self.dots_np[n],
+                self.gram_np,
+                self.valid_np,
+                self.alpha_np[n],
+                self.lam,
+                k,
+                s,
+                n,
+                self.restart,
             )
         else:
             self._device(k, s, n)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -87,6 +88,7 @@ class Broyden(Solver):
         u_slot = [w[:, 2 + 2 * n] for n in range(m)]
         v_slot = [w[:, 3 + 2 * n] for n in range(m)]
         secant = _Secant(z0, coef, m, host)
+        norms = monitor.norms.numpy() if host else None  # the kernel writes them
 
         z = z0
         fz = f(z)
@@ -98,7 +100,7 @@ class Broyden(Solver):
         g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
         n = 0  # pairs in use
         while True:
-            z_new, t, done = self._step(f, z, d, scale, g_row, dz_row, monitor, host)
+            z_new, t, done = self._step(f, z, d, scale, g_row, dz_row, monitor, norms)
             if done:
                 return
             if n == m:  # full: restart from −I, with the newest secant pair as its first
@@ -132,19 +134,19 @@ class Broyden(Solver):
         g: Tensor,
         dz: Tensor,
         monitor: Monitor,
-        host: bool,
+        norms: np.ndarray | None,
     ) -> tuple[Tensor, Tensor | None, bool]:
         """Step to ``z + d·scale`` (backtracking if asked), leaving ``g(z_new)`` in ``g`` and
         ``z_new − z`` in ``dz``; returns ``(z_new, t, all done?)`` with ``t`` the step length
-        per sample (None: all 1)."""
+        per sample (None: all 1). ``norms``: the monitor's norms as NumPy, on the host."""
         if self.line_search:
             phi0 = g.square().sum(1)
             d = d if scale is None else d * scale
             scale = None
         z_new = monitor.hold_diverged(z + d if scale is None else torch.addcmul(z, d, scale), z)
         fz = f(z_new)
-        if host and not self.line_search:  # g, Δz and the norms in one pass over the state
-            host_kernels.broyden_record(*views(z, z_new, fz, g, dz), monitor.norms.numpy())
+        if norms is not None and not self.line_search:  # g, Δz and the norms in one pass
+            host_kernels.broyden_record(*views(z, z_new, fz, g, dz), norms)
             return z_new, None, monitor.observe_norms(z_new)
         torch.sub(fz, z_new, out=g)
         if monitor.observe(z_new, fz, g):
@@ -224,19 +226,17 @@ class _Secant:
         self.cols = self.factors.unbind(0)  # torch views, made once
         self.coef, self.host = coef, host
         if host:  # NumPy views for the kernel
-            self._host = (
-                [x.numpy() for x in self.prods],
-                coef.numpy(),
-                self.vg.numpy(),
-                self.factors.numpy(),
-            )
+            self.prods_np = [x.numpy() for x in self.prods]
+            self.coef_np, self.vg_np = coef.numpy(), self.vg.numpy()
+            self.factors_np = self.factors.numpy()
         else:
             self.zero, self.minus_one = z0.new_tensor([0.0, -1.0]).unbind(0)
 
     def __call__(self, n: int) -> tuple[Tensor, Tensor]:
         if self.host:
-            prods, coef, vg, factors = self._host
-            host_kernels.broyden_secant(prods[n], coef, n, _SKIP, vg, factors)
+            host_kernels.broyden_secant(
+                self.prods_np[n], self.coef_np, n, _SKIP, self.vg_np, self.factors_np
+            )
             return self.cols
         prods, coef = self.prods[n], self.coef
         v_g = prods[:, 0, 3 : 3 + 2 * n : 2]  # v_i·g_new weighs u_i in p

@@ -210,7 +210,7 @@ class Monitor:
     def _copy_out(self, rows: np.ndarray, skip: np.ndarray) -> None:
         """Copy the reference's ``rows`` (but not those in ``skip``) into `_best`."""
         if self._np_rows:
-            host_kernels.copy_rows(rows, skip, self._ref.detach().numpy(), self._best.numpy())
+            host_kernels.copy_rows(rows, skip, *views(self._ref, self._best))
         else:
             i = torch.from_numpy(np.flatnonzero(rows & ~skip))
             self._best.index_copy_(0, i, self._ref.index_select(0, i))
