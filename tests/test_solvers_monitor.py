@@ -190,3 +190,28 @@ def test_a_map_of_the_wrong_shape_is_an_error(name):
     factory = FACTORIES[name]
     with pytest.raises((ValueError, RuntimeError), match=r"size|shape"):
         factory()(lambda z: z[:, :-1], torch.zeros(2, 4), max_iter=5)
+
+
+@HOST
+def test_iterates_written_into_reused_buffers_keep_their_best_rows(host):
+    # A solver writes each iterate into one of two buffers by turns. On the host the monitor
+    # holds best rows by reference, so a buffer must give them up before it is written again.
+    z0 = torch.zeros(2, 1, dtype=DT)
+    mon = Monitor(z0, budget=6, tol=1e-9, stop_mode="abs", divergence=1e4, host=host)
+
+    def step(z, value, residuals):
+        buf = mon.next_iterate(z)
+        assert buf is not z and buf is not z0
+        buf.copy_(torch.tensor([value], dtype=DT).T)
+        mon.observe(buf, buf + torch.tensor([residuals], dtype=DT).T)
+        return buf
+
+    mon.observe(z0, z0 + 4)
+    a = step(z0, (1.0, 1.0), (2.0, 2.0))  # both best here
+    b = step(a, (2.0, 2.0), (3.0, 1.0))  # sample 1 improves, sample 0 keeps its row in `a`
+    c = step(b, (3.0, 3.0), (3.0, 3.0))  # nothing improves: `a` is written over
+    assert c is a
+    step(c, (4.0, 4.0), (3.0, 3.0))  # nothing improves: `b` is written over
+    result = mon.result()
+    assert result.best_step.tolist() == [1, 2]
+    assert result.z[:, 0].tolist() == [1.0, 2.0]

@@ -84,12 +84,16 @@ class Anderson(Solver):
                     return
                 torch.bmm(g_s.unsqueeze(1), gs_used_t[n], out=weights.dots[n])  # g_s · g_i
             alpha = weights(k, s, n)  # (B, 1, n)
+            step = monitor.next_iterate(z)
             if n == 1:  # one slot: its weight is 1 (and a (1 × 1)·(1 × D) product is slow)
-                step = f_s.clone() if self.beta == 1 else f_s.sub(g_s, alpha=1 - self.beta)
+                if self.beta == 1:
+                    step.copy_(f_s)
+                else:
+                    torch.sub(f_s, g_s, alpha=1 - self.beta, out=step)
             else:
-                step = torch.bmm(alpha, fs_used[n]).squeeze(1)
+                torch.bmm(alpha, fs_used[n], out=step.unsqueeze(1))
                 if self.beta != 1:
-                    step.sub_(torch.bmm(alpha, gs_used[n]).squeeze(1), alpha=1 - self.beta)
+                    step.unsqueeze(1).baddbmm_(alpha, gs_used[n], alpha=self.beta - 1)
             z = monitor.hold_diverged(step, z)
 
 

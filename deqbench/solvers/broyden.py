@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -88,7 +87,8 @@ class Broyden(Solver):
         u_slot = [w[:, 2 + 2 * n] for n in range(m)]
         v_slot = [w[:, 3 + 2 * n] for n in range(m)]
         secant = _Secant(z0, coef, m, host)
-        norms = monitor.norms.numpy() if host else None  # the kernel writes them
+        # On the host, one kernel records each step: g, Δz, their norms and the dot products.
+        record = _HostRecord(monitor, w, secant) if host else None
 
         z = z0
         fz = f(z)
@@ -100,16 +100,20 @@ class Broyden(Solver):
         g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
         n = 0  # pairs in use
         while True:
-            z_new, t, done = self._step(f, z, d, scale, g_row, dz_row, monitor, norms)
+            if record is not None:  # a restart needs no dot products with the pairs
+                record.pairs = 0 if n == m else n
+            z_new, t, done = self._step(f, z, d, scale, g_row, dz_row, monitor, record)
             if done:
                 return
             if n == m:  # full: restart from −I, with the newest secant pair as its first
                 d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
                 n = 0
             else:
-                # All dot products of g_new and Δz with themselves and the pairs, in one pass;
-                # the pairs' weights in p and v, v·g_new and the update's factors follow.
-                torch.bmm(rhs, used_t[n], out=secant.prods[n])
+                # All dot products of g_new and Δz with themselves and the pairs, in one pass
+                # (on the host the record took them); the pairs' weights in p and v, v·g_new
+                # and the update's factors follow.
+                if record is None or t is not None:
+                    torch.bmm(rhs, used_t[n], out=secant.prods[n])
                 neg_inv, neg_factor = secant(n)
                 torch.bmm(coef_used[n], used[n], out=pv)
                 if t is None:
@@ -134,19 +138,24 @@ class Broyden(Solver):
         g: Tensor,
         dz: Tensor,
         monitor: Monitor,
-        norms: np.ndarray | None,
+        record: _HostRecord | None,
     ) -> tuple[Tensor, Tensor | None, bool]:
         """Step to ``z + d·scale`` (backtracking if asked), leaving ``g(z_new)`` in ``g`` and
         ``z_new − z`` in ``dz``; returns ``(z_new, t, all done?)`` with ``t`` the step length
-        per sample (None: all 1). ``norms``: the monitor's norms as NumPy, on the host."""
+        per sample (None: all 1). ``record``: the host kernel, where it runs."""
         if self.line_search:
             phi0 = g.square().sum(1)
             d = d if scale is None else d * scale
             scale = None
-        z_new = monitor.hold_diverged(z + d if scale is None else torch.addcmul(z, d, scale), z)
+        z_new = monitor.next_iterate(z)
+        if scale is None:
+            torch.add(z, d, out=z_new)
+        else:
+            torch.addcmul(z, d, scale, out=z_new)
+        z_new = monitor.hold_diverged(z_new, z)
         fz = f(z_new)
-        if norms is not None and not self.line_search:  # g, Δz and the norms in one pass
-            host_kernels.broyden_record(*views(z, z_new, fz, g, dz), norms)
+        if record is not None and not self.line_search:
+            record(z, z_new, fz)
             return z_new, None, monitor.observe_norms(z_new)
         torch.sub(fz, z_new, out=g)
         if monitor.observe(z_new, fz, g):
@@ -207,6 +216,19 @@ class Broyden(Solver):
         # u = (Δz − H Δg) / vᵀΔg = ((1 − 1/t) Δz − p) / vᵀΔg
         torch.mul(dz, ((1 - 1 / t)[:, None] * inv), out=u).sub_(p * inv)
         return torch.addcmul(p, u, vg[:, None]).neg_()  # d = −(p + u (v·g_new))
+
+
+class _HostRecord:
+    """Records a step on the host: ``g``, ``Δz``, their norms (into the monitor's) and their
+    dot products with the first `pairs` pairs (into the secant's), in one kernel."""
+
+    def __init__(self, monitor: Monitor, w: Tensor, secant: _Secant) -> None:
+        self.norms, self.w, self.prods = monitor.norms.numpy(), w.numpy(), secant.prods_np
+        self.pairs = 0
+
+    def __call__(self, z: Tensor, z_new: Tensor, fz: Tensor) -> None:
+        n = self.pairs
+        host_kernels.broyden_record(*views(z, z_new, fz), self.w, n, self.norms, self.prods[n])
 
 
 class _Secant:

@@ -36,8 +36,8 @@ class Monitor:
     """Per-sample residuals, traces, best iterate and status, in preallocated buffers.
 
     ``observe(z, fz, g)`` with ``g = fz − z`` records one evaluation and answers "may the solve
-    stop?". A solver must not write into an iterate ``z`` after observing it: on the CPU the
-    monitor may hold it as the best iterate without copying it.
+    stop?". On the CPU the monitor may hold an observed iterate as the best one without
+    copying it, so a solver that reuses an iterate's buffer calls `release` on it first.
 
     A sample that stopped (``active`` False) is ignored from then on: its trace keeps its last
     residual, its best iterate and status are final. It may go on moving with the batch (``f``
@@ -55,6 +55,7 @@ class Monitor:
     host: bool | None = None
     nfe: int = 0
     active: Tensor = field(init=False)
+    _buffers: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         z0 = self.z0
@@ -121,14 +122,34 @@ class Monitor:
         """``new`` (``(B, D)``), with the rows of diverged samples taken from ``old``.
 
         On the CPU it writes those rows into ``new`` and returns it (``new`` itself while no
-        sample diverged): pass a fresh step, not a tensor you still need. On a device it is one
-        ``torch.where``.
+        sample diverged): pass a step of its own (fresh, or a `next_iterate` buffer), not a
+        tensor you still need. On a device it is one ``torch.where``.
         """
         if not self.host:
             return torch.where(self.status[:, None] == DIVERGED, old, new)
         if self._diverged is None:
             return new
         return new.index_copy_(0, self._diverged, old.index_select(0, self._diverged))
+
+    def next_iterate(self, z: Tensor) -> Tensor:
+        """A buffer to write the iterate after ``z`` into: one of two, by turns (never ``z``).
+
+        A fresh tensor per step costs more than it seems on the CPU: the allocator maps a
+        large one afresh, and every page of it faults in on first write (hundreds of faults per
+        2 MB state). `release` has run on the buffer.
+        """
+        if self._buffers is None:
+            self._buffers = (torch.empty_like(self.z0), torch.empty_like(self.z0))
+        first, second = self._buffers
+        buf = second if z is first else first
+        self.release(buf)
+        return buf
+
+    def release(self, z: Tensor) -> None:
+        """Call before writing into ``z``, an iterate already observed: the monitor copies out
+        the best rows it still holds there by reference."""
+        if self.host and self._ref is not self._best and self._ref.data_ptr() == z.data_ptr():
+            self._settle()
 
     def result(self) -> SolverResult:
         """The solve's record (call once the solver is done)."""
@@ -177,6 +198,7 @@ class Monitor:
         # Rows are copied by a kernel where it takes the dtype, else by torch.
         self._np_rows = host_kernels.handles(self.z0.dtype)
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
+        host_kernels.use_torch_threads()
 
     def _observe_host(self, k: int, z: Tensor) -> bool:
         improved, running, stopped = host_kernels.observe(
@@ -219,9 +241,13 @@ class Monitor:
         """(B, D) every sample's best iterate."""
         if self._ref_rows is self._every_row:
             return self._ref
+        self._settle()
+        return self._best
+
+    def _settle(self) -> None:
+        """Copy the best rows the reference still holds into `_best`, which then holds all."""
         self._copy_out(self._ref_rows, ~self._ref_rows)
         self._ref, self._ref_rows = self._best, self._every_row
-        return self._best
 
     # -- CUDA: device ops only, no host sync -----------------------------------------------
 

@@ -1,0 +1,110 @@
+"""The compiled row kernels against torch on the same inputs, through both of their loops: the
+plain one and the one split over threads (which larger states take). Each row is computed the
+same way by either loop, so the two must agree bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deqbench.solvers import host_kernels
+
+B, D, M = 5, 48, 4
+
+
+def _arrays(dtype, *shapes, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=dtype).numpy() for s in shapes]
+
+
+def _loops(kernel):
+    return {"serial": kernel.serial, "threaded": kernel.threaded}
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def _close(actual, expected, dtype):
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol)
+
+
+def test_residual_norms_and_norms(dtype):
+    z, fz = _arrays(dtype, (B, D), (B, D))
+    expected = np.stack([np.linalg.norm(fz - z, axis=1), np.linalg.norm(fz, axis=1)])
+    outs = {}
+    for name, loop in _loops(host_kernels.residual_norms).items():
+        outs[name] = np.empty((2, B), dtype=z.dtype)
+        loop(z, fz, outs[name])
+        _close(outs[name], expected, dtype)
+    for loop in _loops(host_kernels.norms).values():
+        out = np.empty((2, B), dtype=z.dtype)
+        loop(fz - z, fz, out)
+        _close(out, expected, dtype)
+    np.testing.assert_array_equal(outs["serial"], outs["threaded"])
+
+
+@pytest.mark.parametrize(("s", "n"), [(0, 1), (2, 3), (1, M)])
+def test_anderson_record(dtype, s, n):
+    z, fz, fs0, gs0 = _arrays(dtype, (B, D), (B, D), (B, M, D), (B, M, D))
+    results = {}
+    for name, loop in _loops(host_kernels.anderson_record).items():
+        fs, gs = fs0.copy(), gs0.copy()
+        norms, dots = np.empty((2, B), dtype=z.dtype), np.empty((B, 1, n), dtype=z.dtype)
+        loop(z, fz, fs, gs, s, n, norms, dots)
+        g = fz - z
+        np.testing.assert_array_equal(fs[:, s], fz)
+        np.testing.assert_array_equal(gs[:, s], g)
+        others = [i for i in range(M) if i != s]  # untouched slots
+        np.testing.assert_array_equal(fs[:, others], fs0[:, others])
+        np.testing.assert_array_equal(gs[:, others], gs0[:, others])
+        _close(norms, np.stack([np.linalg.norm(g, axis=1), np.linalg.norm(fz, axis=1)]), dtype)
+        _close(dots[:, 0], np.einsum("bd,bnd->bn", g, gs[:, :n]), dtype)
+        results[name] = (fs, gs, norms, dots)
+    for serial, threaded in zip(results["serial"], results["threaded"], strict=True):
+        np.testing.assert_array_equal(serial, threaded)
+
+
+@pytest.mark.parametrize("n", [0, 1, M])
+def test_broyden_record(dtype, n):
+    z, z_new, fz, w0 = _arrays(dtype, (B, D), (B, D), (B, D), (B, 2 + 2 * M, D))
+    results = {}
+    for name, loop in _loops(host_kernels.broyden_record).items():
+        w = w0.copy()
+        norms, prods = np.empty((2, B), dtype=z.dtype), np.empty((B, 2, 2 + 2 * n), dtype=z.dtype)
+        loop(z, z_new, fz, w, n, norms, prods)
+        g, dz = fz - z_new, z_new - z
+        np.testing.assert_array_equal(w[:, 0], g)
+        np.testing.assert_array_equal(w[:, 1], dz)
+        np.testing.assert_array_equal(w[:, 2:], w0[:, 2:])  # the pairs are only read
+        _close(norms, np.stack([np.linalg.norm(g, axis=1), np.linalg.norm(fz, axis=1)]), dtype)
+        _close(prods, np.einsum("bkd,bjd->bkj", w[:, :2], w[:, : 2 + 2 * n]), dtype)
+        results[name] = (w, norms, prods)
+    for serial, threaded in zip(results["serial"], results["threaded"], strict=True):
+        np.testing.assert_array_equal(serial, threaded)
+
+
+def test_large_states_take_the_threaded_loop(monkeypatch):
+    calls = []
+    kernel = host_kernels.residual_norms
+    monkeypatch.setattr(kernel, "threaded", lambda *a: calls.append("threaded"))
+    monkeypatch.setattr(kernel, "serial", lambda *a: calls.append("serial"))
+    out = np.empty((2, 4))
+    for batch, dim in ((4, host_kernels.GRAIN // 4), (4, host_kernels.GRAIN // 4 - 1)):
+        kernel(np.zeros((batch, dim)), np.zeros((batch, dim)), out)
+    assert calls == ["threaded", "serial"]
+
+
+def test_kernels_use_as_many_threads_as_torch():
+    numba = pytest.importorskip("numba")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        host_kernels.use_torch_threads()
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        host_kernels.use_torch_threads()
