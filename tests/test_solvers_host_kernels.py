@@ -4,6 +4,8 @@ same way by either loop, so the two must agree bit for bit."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,22 @@ def test_kernels_use_as_many_threads_as_torch():
     finally:
         torch.set_num_threads(before)
         host_kernels.use_torch_threads()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_after_threads_ran_runs_the_kernels():
+    # GNU OpenMP cannot start threads in a child forked after the parent used them: without
+    # the fork hook numba ends the child (a data-loader or pool worker that solves).
+    z = np.ones((4, host_kernels.GRAIN // 4))
+    out = np.empty((2, 4))
+    host_kernels.residual_norms(z, z, out)  # threads have run in this process
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            host_kernels.residual_norms(z, 2 * z, out)
+            code = 0 if out[0, 0] == np.sqrt(z.shape[1]) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -14,6 +14,7 @@ between a step's torch ops and its kernels, one pool's threads wait while the ot
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,21 @@ _row = njit(cache=True, fastmath=_SUMS, inline="always")
 GRAIN = 32768
 
 
+_threads = True  # False in a forked child: see `_serial_after_fork`
+
+
+def _serial_after_fork() -> None:
+    """GNU OpenMP cannot start threads in a child forked from a process that used them (numba
+    ends such a child), so a forked child, a data-loader worker or a pool worker, say, runs
+    every kernel on one thread."""
+    global _threads
+    _threads = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_serial_after_fork)
+
+
 def use_torch_threads() -> None:
     """Run the threaded kernels on as many threads as torch's ops use (once per solve)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -73,7 +89,8 @@ class RowKernel:
 
     def __call__(self, *args: Any) -> None:
         first = args[0]  # (B, D), or (B, rows, D) for a buffer of rows
-        (self.threaded if first.shape[0] * first.shape[-1] >= GRAIN else self.serial)(*args)
+        big = first.shape[0] * first.shape[-1] >= GRAIN
+        (self.threaded if big and _threads else self.serial)(*args)
 
 
 @_row
