@@ -93,3 +93,41 @@ def test_degenerate_maps_converge_at_once(f):
 def test_rejects_bad_options(option, value):
     with pytest.raises(ValueError, match=option):
         Anderson(**{option: value})
+
+
+def _reference_anderson(f, x, steps, m, beta, lam):
+    """Plain Anderson (type II, no restarts) in float64 on one vector: the iterates at which
+    ``f`` was evaluated and their residual norms."""
+    fs, gs, xs, res = [], [], [], []
+    for _ in range(steps):
+        fx = f(x)
+        fs, gs = [*fs, fx][-m:], [*gs, fx - x][-m:]
+        xs.append(x)
+        res.append(float(torch.linalg.vector_norm(fx - x)))
+        g = torch.stack(gs)
+        h = g @ g.T
+        h += lam * torch.diag(torch.diag(h))
+        w = torch.linalg.solve(h, torch.ones(len(gs), dtype=x.dtype))
+        w /= w.sum()
+        x = w @ torch.stack(fs) - (1 - beta) * (w @ g)
+    return xs, res
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.6])
+def test_iterates_match_a_plain_reference(beta):
+    # Every step of the solver (history slots, Gram rows, weights, damped mix) against a
+    # direct transcription of the method, on an affine map.
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(12, 12, generator=gen, dtype=torch.float64))
+    a = q @ torch.diag(torch.linspace(-0.9, 0.9, 12, dtype=torch.float64)) @ q.T
+    c = torch.randn(3, 12, generator=gen, dtype=torch.float64)
+    z0 = torch.zeros(3, 12, dtype=torch.float64)
+    solver = Anderson(m=3, beta=beta, restart=False)
+    result = solver(lambda z: z @ a.T + c, z0, max_iter=7, tol=1e-30)
+    for i in range(3):
+        xs, res = _reference_anderson(lambda x, i=i: a @ x + c[i], z0[i], 7, 3, beta, 1e-4)
+        best = min(range(1, 7), key=res.__getitem__)  # the start is never the answer
+        assert result.best_step[i] == best
+        torch.testing.assert_close(result.z[i], xs[best], rtol=1e-9, atol=1e-12)
+        trace = torch.tensor(res, dtype=torch.float64)
+        torch.testing.assert_close(result.abs_trace[:, i], trace, rtol=1e-9, atol=1e-12)
