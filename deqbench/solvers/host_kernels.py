@@ -7,9 +7,9 @@ compiled loop over the batch each (numba), on NumPy views of the solvers' own te
 call per step instead of dozens. On a GPU the same logic runs as device ops instead (see
 `deqbench.solvers.monitor` and the solvers); the tests check the two against each other.
 
-Compiled on first use and cached on disk (``cache=True``). The kernels over the state split
-its rows over as many threads as torch uses (`RowKernel`), from numba's own OpenMP pool:
-between a step's torch ops and its kernels, one pool's threads wait while the other's work.
+Compiled on first use and cached on disk (``cache=True``). Kernels that pass over the state
+split its rows over as many threads as torch uses (`RowKernel`), from numba's own thread pool
+beside torch's: a step's torch ops and its kernels take turns, so the two never run at once.
 """
 
 from __future__ import annotations
