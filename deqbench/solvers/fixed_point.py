@@ -27,7 +27,7 @@ class FixedPoint(Solver):
             fz = f(z)
             if monitor.observe(z, fz):  # no need to form f(z) − z: the monitor takes norms
                 return
-            step = (
-                fz if self.beta == 1 else torch.lerp(z, fz, self.beta, out=monitor.next_iterate(z))
-            )
+            step = fz
+            if self.beta != 1:
+                step = torch.lerp(z, fz, self.beta, out=monitor.next_iterate(z))
             z = monitor.hold_diverged(step, z)  # diverged samples stay put
