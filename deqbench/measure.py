@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +29,14 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
+def median_iqr(samples: Sequence[float]) -> tuple[float, float]:
+    """The median and the interquartile range (0 for a single sample)."""
+    if len(samples) < 2:
+        return statistics.median(samples), 0.0
+    q = statistics.quantiles(samples, n=4, method="inclusive")
+    return statistics.median(samples), q[2] - q[0]
+
+
 @dataclass(frozen=True)
 class Timing:
     """Milliseconds per call: median and interquartile range over the repeats."""
@@ -41,10 +49,13 @@ class Timing:
 
     @property
     def iqr_ms(self) -> float:
-        if len(self.samples_ms) < 2:
-            return 0.0
-        q = statistics.quantiles(self.samples_ms, n=4, method="inclusive")
-        return q[2] - q[0]
+        return median_iqr(self.samples_ms)[1]
+
+    def ratios(self, other: Timing) -> tuple[float, ...]:
+        """This timing over ``other``, repeat by repeat: for timings from one
+        `time_interleaved`, each ratio compares calls made back to back, so drift in the
+        machine's speed, which moves both, cancels out of it (their medians' ratio keeps it)."""
+        return tuple(a / b for a, b in zip(self.samples_ms, other.samples_ms, strict=True))
 
 
 def time_call(fn: Callable[[], object], device: torch.device | str) -> float:
@@ -60,7 +71,7 @@ def time_interleaved(
     fns: dict[str, Callable[[], object]], device: torch.device | str, repeats: int, warmup: int
 ) -> dict[str, Timing]:
     """Time several callables side by side, alternating them, so that drift in the machine's
-    load hits all of them alike; the ratios of their medians are then fair comparisons."""
+    load hits all of them alike; compare them by `Timing.ratios`."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()

@@ -46,7 +46,9 @@ COLUMNS: dict[str, str] = {
     "solve_ms_median": "median wall time of one solve, ms, after warm-up",
     "solve_ms_iqr": "interquartile range of the solve time, ms",
     "bare_ms_median": "median wall time of a bare z = f(z) loop with the same NFE, ms",
-    "overhead_per_nfe": "solve time per NFE ÷ bare-loop time per NFE, measured side by side",
+    "overhead_per_nfe": "solve time ÷ time of a bare loop with the same NFE: the median over "
+    "repeats of the ratio of a solve and the bare loop timed right after it",
+    "overhead_iqr": "interquartile range of those per-repeat ratios",
     "solve_cost_f_evals": "solve time in units of one bare evaluation of f timed beside it "
     "(= nfe × overhead_per_nfe): comparable across runs when the machine's speed drifts",
     "solver_mem_mb": "peak live memory of the solver's own tensors (f's excluded), MB",

@@ -12,7 +12,7 @@ from torch import Tensor
 from deqbench.cell import Cell
 from deqbench.deq import BoundCell, bind
 from deqbench.diagnostics import spectral_radius
-from deqbench.measure import LiveTensorMeter, time_interleaved
+from deqbench.measure import LiveTensorMeter, median_iqr, time_interleaved
 from deqbench.plugins import get_cell, get_solver
 from deqbench.solvers import Solver, SolverResult
 from deqbench.solvers.base import residual_norms
@@ -93,6 +93,7 @@ def measure_solve(
         solver(meter.exclude(f), z0, **kwargs)
 
     solve, bare_t = timings["solve"], timings["bare"]
+    overhead, overhead_iqr = median_iqr(solve.ratios(bare_t))
     gen = torch.Generator(device=z0.device).manual_seed(0)
     metrics = {
         "state_dim": z0.shape[1],
@@ -107,8 +108,9 @@ def measure_solve(
         "solve_ms_median": solve.median_ms,
         "solve_ms_iqr": solve.iqr_ms,
         "bare_ms_median": bare_t.median_ms,
-        "overhead_per_nfe": solve.median_ms / bare_t.median_ms,
-        "solve_cost_f_evals": result.nfe * solve.median_ms / bare_t.median_ms,
+        "overhead_per_nfe": overhead,
+        "overhead_iqr": overhead_iqr,
+        "solve_cost_f_evals": result.nfe * overhead,
         "solver_mem_mb": meter.peak_mb,
         "spectral_radius_median": float(spectral_radius(f, result.z, generator=gen).median()),
         "repeats": repeats,

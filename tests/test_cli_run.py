@@ -30,6 +30,7 @@ def test_solvers_suite_writes_csv_meta_and_traces(cli, tmp_path):
     assert len(frame) == 2 * len(set(frame["solver"])) and "anderson" in set(frame["solver"])
     assert frame["status"].isin(["converged", "max_iter"]).all()
     assert (frame["nfe"] <= 40).all() and (frame["repeats"] == 1).all()  # --limit: a smoke run
+    # one repeat: the median ratio is the ratio of the two timings
     cost = frame["nfe"] * frame["solve_ms_median"] / frame["bare_ms_median"]
     assert ((frame["solve_cost_f_evals"] - cost).abs() < 1e-6 * cost).all()
     easy = frame[frame.problem == "tanh-gauss-0.9"]

@@ -1,10 +1,10 @@
-"""The live-tensor meter that gives `solver_mem_mb`."""
+"""The timing statistics, and the live-tensor meter that gives `solver_mem_mb`."""
 
 from __future__ import annotations
 
 import torch
 
-from deqbench.measure import LiveTensorMeter
+from deqbench.measure import LiveTensorMeter, Timing, median_iqr
 
 KB4 = 4096  # bytes of a float32 tensor of 1024 numbers
 
@@ -38,3 +38,20 @@ def test_what_excluded_work_allocates_is_never_counted():
         kept = fz.clone()  # a copy is the solver's own
     assert meter.peak == KB4 + 128
     assert kept.shape == fz.shape and total.shape == (32,)
+
+
+def test_median_and_iqr_by_hand():
+    assert median_iqr([4.0, 1.0, 3.0, 2.0, 5.0]) == (3.0, 2.0)  # quartiles 2 and 4
+    assert median_iqr([7.0]) == (7.0, 0.0)
+
+
+def test_ratios_pair_repeats_so_drift_cancels():
+    # The machine slows down 3× half way; the solve costs 1.2 bare loops throughout.
+    bare = Timing((10.0, 10.0, 10.0, 30.0, 30.0))
+    solve = Timing((12.0, 12.0, 12.0, 36.0, 36.0))
+    assert median_iqr(solve.ratios(bare)) == (1.2, 0.0)
+    assert solve.median_ms / bare.median_ms == 1.2  # here the medians happen to agree…
+    bare = Timing((10.0, 10.0, 30.0, 30.0, 30.0))  # …but not when drift splits the repeats
+    solve = Timing((12.0, 12.0, 12.0, 36.0, 36.0))  # differently (the third pair: 12 / 30)
+    assert median_iqr(solve.ratios(bare))[0] == 1.2
+    assert solve.median_ms / bare.median_ms == 12.0 / 30.0

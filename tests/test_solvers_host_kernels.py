@@ -51,23 +51,37 @@ def test_residual_norms_and_norms(dtype):
 
 @pytest.mark.parametrize(("s", "n"), [(0, 1), (2, 3), (1, M)])
 def test_anderson_record(dtype, s, n):
-    z, fz, fs0, gs0 = _arrays(dtype, (B, D), (B, D), (B, M, D), (B, M, D))
+    z, fz, fs0, gs0 = _arrays(dtype, (B, D), (B, D), (M, B, D), (M, B, D))
     results = {}
     for name, loop in _loops(host_kernels.anderson_record).items():
         fs, gs = fs0.copy(), gs0.copy()
         norms, dots = np.empty((2, B), dtype=z.dtype), np.empty((B, 1, n), dtype=z.dtype)
         loop(z, fz, fs, gs, s, n, norms, dots)
         g = fz - z
-        np.testing.assert_array_equal(fs[:, s], fz)
-        np.testing.assert_array_equal(gs[:, s], g)
+        np.testing.assert_array_equal(fs[s], fz)
+        np.testing.assert_array_equal(gs[s], g)
         others = [i for i in range(M) if i != s]  # untouched slots
-        np.testing.assert_array_equal(fs[:, others], fs0[:, others])
-        np.testing.assert_array_equal(gs[:, others], gs0[:, others])
+        np.testing.assert_array_equal(fs[others], fs0[others])
+        np.testing.assert_array_equal(gs[others], gs0[others])
         _close(norms, np.stack([np.linalg.norm(g, axis=1), np.linalg.norm(fz, axis=1)]), dtype)
-        _close(dots[:, 0], np.einsum("bd,bnd->bn", g, gs[:, :n]), dtype)
+        _close(dots[:, 0], np.einsum("bd,nbd->bn", g, gs[:n]), dtype)
         results[name] = (fs, gs, norms, dots)
     for serial, threaded in zip(results["serial"], results["threaded"], strict=True):
         np.testing.assert_array_equal(serial, threaded)
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.4])
+def test_anderson_mix(dtype, damping):
+    alpha, fs, gs = _arrays(dtype, (B, 1, M), (M, B, D), (M, B, D))
+    alpha[:, :, -1] = 0  # an unused slot: weight 0, and pointed at a used one (as the solver does)
+    fs[-1], gs[-1] = fs[0], gs[0]
+    expected = np.einsum("bm,mbd->bd", alpha[:, 0], fs - damping * gs)
+    outs = {}
+    for name, loop in _loops(host_kernels.anderson_mix).items():
+        outs[name] = np.full((B, D), np.nan, dtype=fs.dtype)
+        loop(outs[name], alpha, tuple(fs), tuple(gs), fs.dtype.type(damping))
+        _close(outs[name], expected, dtype)
+    np.testing.assert_array_equal(outs["serial"], outs["threaded"])
 
 
 @pytest.mark.parametrize("n", [0, 1, M])

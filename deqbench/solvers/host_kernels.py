@@ -124,12 +124,12 @@ def _norms(b, g, fz, out):
 @_row
 def _anderson_record(b, z, fz, fs, gs, s, n, norms, dots):
     """Store the evaluation ``fz = f(z)`` in slot ``s`` of the histories ``fs`` and ``gs``
-    (B, m, D) as ``fz`` and ``g = fz − z``, with ``norms`` (2, B): ‖g‖ and ‖fz‖, and ``dots``
+    (m, B, D) as ``fz`` and ``g = fz − z``, with ``norms`` (2, B): ‖g‖ and ‖fz‖, and ``dots``
     (B, 1, n): ``g · g_i`` for the first ``n`` slots. Row by row, so the second pass over a
     row of ``g`` reads it from cache: one pass over the state where the same in array ops
     takes seven, plus one per slot.
     """
-    zb, fb, f_s, g_s = z[b], fz[b], fs[b, s], gs[b, s]
+    zb, fb, f_s, g_s = z[b], fz[b], fs[s, b], gs[s, b]
     r = f = zb.dtype.type(0)
     for j in range(zb.shape[0]):
         fv = fb[j]
@@ -144,11 +144,33 @@ def _anderson_record(b, z, fz, fs, gs, s, n, norms, dots):
         if i == s:
             dots[b, 0, i] = r
             continue
-        g_i = gs[b, i]
+        g_i = gs[i, b]
         acc = zb.dtype.type(0)
         for j in range(zb.shape[0]):
             acc += g_s[j] * g_i[j]
         dots[b, 0, i] = acc
+
+
+@_row
+def _anderson_mix(b, out, alpha, fs, gs, damping):
+    """``out[b] = Σ_i α_i (fs_i[b] − damping · gs_i[b])`` over all ``m`` slots, where ``fs``
+    and ``gs`` are tuples of ``m`` arrays (B, D) and ``alpha`` (B, 1, m) weighs unused slots 0.
+    The slot count is a compile-time constant (a tuple's length), so the loop over slots
+    unrolls inside the vectorised loop over the row: one pass that writes the output once.
+    """
+    o, a = out[b], alpha[b, 0]
+    if damping == 0:
+        for j in range(o.shape[0]):
+            acc = o.dtype.type(0)
+            for i in range(len(fs)):
+                acc += a[i] * fs[i][b, j]
+            o[j] = acc
+    else:
+        for j in range(o.shape[0]):
+            acc = o.dtype.type(0)
+            for i in range(len(fs)):
+                acc += a[i] * (fs[i][b, j] - damping * gs[i][b, j])
+            o[j] = acc
 
 
 @_row
@@ -222,6 +244,18 @@ def _anderson_record_threaded(z, fz, fs, gs, s, n, norms, dots):
 
 
 @njit(cache=True, fastmath=_SUMS)
+def _anderson_mix_serial(out, alpha, fs, gs, damping):
+    for b in range(out.shape[0]):
+        _anderson_mix(b, out, alpha, fs, gs, damping)
+
+
+@njit(cache=True, fastmath=_SUMS, parallel=True)
+def _anderson_mix_threaded(out, alpha, fs, gs, damping):
+    for b in prange(out.shape[0]):
+        _anderson_mix(b, out, alpha, fs, gs, damping)
+
+
+@njit(cache=True, fastmath=_SUMS)
 def _broyden_record_serial(z, z_new, fz, w, n, norms, prods):
     for b in range(z.shape[0]):
         _broyden_record(b, z, z_new, fz, w, n, norms, prods)
@@ -236,6 +270,7 @@ def _broyden_record_threaded(z, z_new, fz, w, n, norms, prods):
 residual_norms = RowKernel(_residual_norms, _residual_norms_serial, _residual_norms_threaded)
 norms = RowKernel(_norms, _norms_serial, _norms_threaded)
 anderson_record = RowKernel(_anderson_record, _anderson_record_serial, _anderson_record_threaded)
+anderson_mix = RowKernel(_anderson_mix, _anderson_mix_serial, _anderson_mix_threaded)
 broyden_record = RowKernel(_broyden_record, _broyden_record_serial, _broyden_record_threaded)
 
 
