@@ -159,7 +159,7 @@ def _anderson_mix(b, out, alpha, fs, gs, damping):
     unrolls inside the vectorised loop over the row: one pass that writes the output once.
     """
     o, a = out[b], alpha[b, 0]
-    if damping == 0:
+    if damping == 0:  # a loop of its own, so that undamped steps never read the residuals
         for j in range(o.shape[0]):
             acc = o.dtype.type(0)
             for i in range(len(fs)):
