@@ -86,19 +86,48 @@ def test_anderson_mix(dtype, damping):
 
 @pytest.mark.parametrize("n", [0, 1, M])
 def test_broyden_record(dtype, n):
-    z, z_new, fz, w0 = _arrays(dtype, (B, D), (B, D), (B, D), (B, 2 + 2 * M, D))
+    z, z_new, fz, w0 = _arrays(dtype, (B, D), (B, D), (B, D), (2 + 2 * M, B, D))
     results = {}
     for name, loop in _loops(host_kernels.broyden_record).items():
         w = w0.copy()
         norms, prods = np.empty((2, B), dtype=z.dtype), np.empty((B, 2, 2 + 2 * n), dtype=z.dtype)
         loop(z, z_new, fz, w, n, norms, prods)
         g, dz = fz - z_new, z_new - z
-        np.testing.assert_array_equal(w[:, 0], g)
-        np.testing.assert_array_equal(w[:, 1], dz)
-        np.testing.assert_array_equal(w[:, 2:], w0[:, 2:])  # the pairs are only read
+        np.testing.assert_array_equal(w[0], g)
+        np.testing.assert_array_equal(w[1], dz)
+        np.testing.assert_array_equal(w[2:], w0[2:])  # the pairs are only read
         _close(norms, np.stack([np.linalg.norm(g, axis=1), np.linalg.norm(fz, axis=1)]), dtype)
-        _close(prods, np.einsum("bkd,bjd->bkj", w[:, :2], w[:, : 2 + 2 * n]), dtype)
+        _close(prods, np.einsum("kbd,jbd->bkj", w[:2], w[: 2 + 2 * n]), dtype)
         results[name] = (w, norms, prods)
+    for serial, threaded in zip(results["serial"], results["threaded"], strict=True):
+        np.testing.assert_array_equal(serial, threaded)
+
+
+@pytest.mark.parametrize("n", [0, 1, M - 1])
+def test_broyden_update(dtype, n):
+    z, w0, weights, factors = _arrays(dtype, (B, D), (2 + 2 * M, B, D), (B, 2, M), (2, B, 1))
+    # As the secant leaves them: -1 on g (in p) and Δz (in v), pair i's weights at 2 + 2i
+    # (u_i, in p) and 3 + 2i (v_i, in v), zero elsewhere. Pairs n and up hold stale weights
+    # from before a restart: the kernel must not read them.
+    coef = np.zeros((B, 2, 2 + 2 * M), dtype=z.dtype)
+    coef[:, 0, 0] = coef[:, 1, 1] = -1
+    coef[:, 0, 2::2], coef[:, 1, 3::2] = weights[:, 0], weights[:, 1]
+    used = coef[:, :, : 2 + 2 * n]
+    pv = np.einsum("bkr,rbd->kbd", used, w0[: 2 + 2 * n])  # as the batched product forms them
+    rows = (
+        tuple(2 + 2 * i if i < n else 0 for i in range(M)),
+        tuple(3 + 2 * i if i < n else 1 for i in range(M)),
+    )
+    results = {}
+    for name, loop in _loops(host_kernels.broyden_update).items():
+        w, z_next = w0.copy(), np.full((B, D), np.nan, dtype=z.dtype)
+        loop(z, w, coef, n, factors, z_next, w[2 + 2 * n], w[3 + 2 * n], *rows)
+        _close(w[2 + 2 * n], pv[0] * factors[0], dtype)  # u = −p / vᵀΔg
+        _close(w[3 + 2 * n], pv[1], dtype)  # v
+        _close(z_next, z + pv[0] * factors[1], dtype)
+        others = [r for r in range(2 + 2 * M) if r not in (2 + 2 * n, 3 + 2 * n)]
+        np.testing.assert_array_equal(w[others], w0[others])
+        results[name] = (w, z_next)
     for serial, threaded in zip(results["serial"], results["threaded"], strict=True):
         np.testing.assert_array_equal(serial, threaded)
 

@@ -10,7 +10,8 @@ the update needs follows from ``p = H g_new``, ``v`` and two dot products, witho
 ``Δg`` at all: ``H Δg = p + Δz/t``, ``vᵀΔg = vᵀg_new + ‖Δz‖²/t`` and, for ``t = 1``,
 ``u = −p / vᵀΔg`` and the next step ``d = −p·‖Δz‖² / vᵀΔg``. One buffer holds ``g_new``,
 ``Δz`` and the pairs, so a step reads the pairs twice: once for all the dot products
-(``‖Δz‖²`` among them) and once to form ``p`` and ``v`` together.
+(``‖Δz‖²`` among them) and once to form ``p`` and ``v`` together. On the host that second
+pass also writes the new pair and the next iterate, so ``p`` and ``v`` are never stored.
 
 Memory is fixed: at most ``m`` pairs per sample, in one preallocated ``(B, 2 + 2m, D)``
 buffer. When it is full the estimate restarts from ``−I``, with the newest secant pair as its
@@ -69,16 +70,23 @@ class Broyden(Solver):
         batch, dim = z0.shape
         m = max(1, min(self.m, monitor.budget - 2))  # pairs that could never be used cost nothing
         host = monitor.host and host_kernels.handles(z0.dtype)
-        # Rows 0 and 1: g_new and Δz; pair i: rows 2 + 2i (u_i) and 3 + 2i (v_i).
-        w = z0.new_empty(batch, 2 + 2 * m, dim)
+        # Rows 0 and 1: g_new and Δz; pair i: rows 2 + 2i (u_i) and 3 + 2i (v_i), in a
+        # (B, rows, D) view for the batched products. On the host the rows are laid out one
+        # after another, each a (B, D) block: the kernels' loops vectorise over those.
+        if host:
+            w = z0.new_empty(2 + 2 * m, batch, dim).transpose(0, 1)
+        else:
+            w = z0.new_empty(batch, 2 + 2 * m, dim)
         g_row, dz_row = w[:, 0], w[:, 1]
         rhs = w[:, :2]
         # coef[:, 0] weighs the rows into p = H g_new = −g_new + Σ u_i (v_i·g_new), coef[:, 1]
         # into v = Hᵀ Δz = −Δz + Σ v_i (u_i·Δz); entries never written stay zero.
         coef = z0.new_zeros(batch, 2, 2 + 2 * m)
         coef[:, 0, 0] = coef[:, 1, 1] = -1
-        pv = z0.new_empty(batch, 2, dim)  # p and v
-        p, v = pv.unbind(1)
+        # On the host the full steps' update is one kernel that never forms p and v.
+        fused = host and not self.line_search
+        pv = None if fused else z0.new_empty(batch, 2, dim)  # p and v
+        p, v = (None, None) if pv is None else pv.unbind(1)
         # Views per count n of pairs in use (made once: on small states, indexing on every
         # step costs as much as arithmetic).
         used = [w[:, : 2 + 2 * n] for n in range(m + 1)]
@@ -97,14 +105,18 @@ class Broyden(Solver):
             return
         # The next step is d·scale (scale None: d), d = −H g: first H = −I, a plain step.
         d, scale = g_row.clone(), None
+        z_new = None  # the next iterate, where the update formed it already
         g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
         n = 0  # pairs in use
         while True:
             if record is not None:  # a restart needs no dot products with the pairs
                 record.pairs = 0 if n == m else n
-            z_new, t, done = self._step(f, z, d, scale, g_row, dz_row, monitor, record)
+            if z_new is None:
+                z_new = self._advance(z, d, scale, monitor)
+            z_new, t, done = self._step(f, z, z_new, d, scale, g_row, dz_row, monitor, record)
             if done:
                 return
+            z, z_new = z_new, None
             if n == m:  # full: restart from −I, with the newest secant pair as its first
                 d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
                 n = 0
@@ -115,43 +127,50 @@ class Broyden(Solver):
                 if record is None or t is not None:
                     torch.bmm(rhs, used_t[n], out=secant.prods[n])
                 neg_inv, neg_factor = secant(n)
-                torch.bmm(coef_used[n], used[n], out=pv)
-                if t is None:
-                    torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
-                    # −H_new g_new = −p·‖Δz‖² / vᵀΔg (p lives until the next step is taken)
-                    d, scale = p, neg_factor
+                if fused:  # one pass: see the kernel
+                    z_new = monitor.next_iterate(z)
+                    record.update(z, n, z_new)
                 else:
-                    vg, dz2 = secant.vg, secant.prods[n][:, 1, 1]
-                    d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
-                v_slot[n].copy_(v)
+                    torch.bmm(coef_used[n], used[n], out=pv)
+                    if t is None:
+                        torch.mul(p, neg_inv, out=u_slot[n])  # u = −p / vᵀΔg
+                        # −H_new g_new = −p·‖Δz‖² / vᵀΔg (p lives until the next step)
+                        d, scale = p, neg_factor
+                    else:
+                        vg, dz2 = secant.vg, secant.prods[n][:, 1, 1]
+                        d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
+                    v_slot[n].copy_(v)
             n += 1
-            z = z_new
             if n == m:  # the next step restarts, and needs this g
                 g_prev.copy_(g_row)
+
+    @staticmethod
+    def _advance(z: Tensor, d: Tensor, scale: Tensor | None, monitor: Monitor) -> Tensor:
+        """The iterate ``z + d·scale`` (scale None: ``z + d``), in a `next_iterate` buffer."""
+        z_new = monitor.next_iterate(z)
+        if scale is None:
+            return torch.add(z, d, out=z_new)
+        return torch.addcmul(z, d, scale, out=z_new)
 
     def _step(
         self,
         f: Fn,
         z: Tensor,
-        d: Tensor,
+        z_new: Tensor,
+        d: Tensor | None,
         scale: Tensor | None,
         g: Tensor,
         dz: Tensor,
         monitor: Monitor,
         record: _HostRecord | None,
     ) -> tuple[Tensor, Tensor | None, bool]:
-        """Step to ``z + d·scale`` (backtracking if asked), leaving ``g(z_new)`` in ``g`` and
-        ``z_new − z`` in ``dz``; returns ``(z_new, t, all done?)`` with ``t`` the step length
-        per sample (None: all 1). ``record``: the host kernel, where it runs."""
+        """Step to ``z_new = z + d·scale`` (backtracking along ``d·scale`` if asked), leaving
+        ``g(z_new)`` in ``g`` and ``z_new − z`` in ``dz``; returns ``(z_new, t, all done?)`` with
+        ``t`` the step length per sample (None: all 1). ``record``: the host kernel, where it
+        runs."""
         if self.line_search:
             phi0 = g.square().sum(1)
             d = d if scale is None else d * scale
-            scale = None
-        z_new = monitor.next_iterate(z)
-        if scale is None:
-            torch.add(z, d, out=z_new)
-        else:
-            torch.addcmul(z, d, scale, out=z_new)
         z_new = monitor.hold_diverged(z_new, z)
         fz = f(z_new)
         if record is not None and not self.line_search:
@@ -219,16 +238,34 @@ class Broyden(Solver):
 
 
 class _HostRecord:
-    """Records a step on the host: ``g``, ``Δz``, their norms (into the monitor's) and their
-    dot products with the first `pairs` pairs (into the secant's), in one kernel."""
+    """The host kernels of a full step: the record (``g``, ``Δz``, their norms into the
+    monitor's and their dot products with the first `pairs` pairs into the secant's) and the
+    update (pair ``n`` and the next iterate, from the secant's weights)."""
 
     def __init__(self, monitor: Monitor, w: Tensor, secant: _Secant) -> None:
-        self.norms, self.w, self.prods = monitor.norms.numpy(), w.numpy(), secant.prods_np
+        # The rows as the kernels take them: (rows, B, D).
+        self.w = w.transpose(0, 1).numpy()
+        self.norms, self.prods = monitor.norms.numpy(), secant.prods_np
+        self.coef, self.factors = secant.coef_np, secant.factors_np
         self.pairs = 0
+        m = (w.shape[1] - 2) // 2  # the update reads the n pairs in use, padded to m
+        self.u, self.v = self.w[2::2], self.w[3::2]
+        self.rows = [
+            (tuple(2 + 2 * i if i < n else 0 for i in range(m)),
+             tuple(3 + 2 * i if i < n else 1 for i in range(m)))
+            for n in range(m)
+        ]  # fmt: skip
 
     def __call__(self, z: Tensor, z_new: Tensor, fz: Tensor) -> None:
         n = self.pairs
         host_kernels.broyden_record(*views(z, z_new, fz), self.w, n, self.norms, self.prods[n])
+
+    def update(self, z: Tensor, n: int, z_next: Tensor) -> None:
+        """Pair ``n`` into its rows and ``z_next`` (see `host_kernels.broyden_update`)."""
+        z_np, z_next_np = views(z, z_next)
+        host_kernels.broyden_update(
+            z_np, self.w, self.coef, n, self.factors, z_next_np, self.u[n], self.v[n], *self.rows[n]
+        )
 
 
 class _Secant:

@@ -176,12 +176,12 @@ def _anderson_mix(b, out, alpha, fs, gs, damping):
 @_row
 def _broyden_record(b, z, z_new, fz, w, n, norms, prods):
     """For Broyden's step from ``z`` to ``z_new`` with ``fz = f(z_new)``: rows 0 and 1 of the
-    buffer ``w`` (B, 2 + 2m, D) become ``g = fz − z_new`` and ``dz = z_new − z``, ``norms``
+    buffer ``w`` (2 + 2m, B, D) become ``g = fz − z_new`` and ``dz = z_new − z``, ``norms``
     (2, B) ‖g‖ and ‖fz‖, and ``prods`` (B, 2, 2 + 2n) the dot products of ``g`` and ``dz``
     with the rows ``g, dz, u_0, v_0, …`` of ``n`` pairs. One pass over the state, then one
     over the pairs, with ``g`` and ``dz`` read from cache.
     """
-    zb, nb, fb, gb, db = z[b], z_new[b], fz[b], w[b, 0], w[b, 1]
+    zb, nb, fb, gb, db = z[b], z_new[b], fz[b], w[0, b], w[1, b]
     zero = zb.dtype.type(0)
     gg = gd = dd = f = zero
     for j in range(zb.shape[0]):
@@ -198,13 +198,48 @@ def _broyden_record(b, z, z_new, fz, w, n, norms, prods):
     norms[1, b] = np.sqrt(f)
     prods[b, 0, 0], prods[b, 0, 1], prods[b, 1, 0], prods[b, 1, 1] = gg, gd, gd, dd
     for i in range(2, 2 + 2 * n):
-        row = w[b, i]
+        row = w[i, b]
         pg = pd = zero
         for j in range(row.shape[0]):
             pg += gb[j] * row[j]
             pd += db[j] * row[j]
         prods[b, 0, i] = pg
         prods[b, 1, i] = pd
+
+
+@_row
+def _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
+    """Broyden's update of row ``b`` after the secant: from ``coef`` (B, 2, 2 + 2m), the
+    weights of the rows of ``w`` (2 + 2m, B, D) in ``p = H g_new = −g_new + Σ c_i u_i`` and
+    ``v = Hᵀ Δz = −Δz + Σ c'_i v_i``, and ``factors`` (2, B, 1) ``(−1/vᵀΔg, −‖Δz‖²/vᵀΔg)``:
+    writes pair ``n`` (``u = −p/vᵀΔg`` into ``u``, row ``2 + 2n``, and ``v`` into ``v``, row
+    ``3 + 2n``) and the next iterate ``z_next = z + p·(−‖Δz‖²/vᵀΔg)``, in one pass that reads
+    each pair once: ``p`` and ``v`` never exist as buffers of their own.
+
+    ``u_rows`` and ``v_rows``: the rows of the ``n`` pairs, padded to ``m`` with rows 0 and 1
+    (at weight 0). Their length is a compile-time constant, so the loop over pairs unrolls
+    inside the vectorised loop over the state. (Rows are slots of their own, and ``u`` and
+    ``v`` come as arguments of their own: reading and writing rows of one (B, rows, D) array
+    keeps the loop from vectorising, 3× slower.)
+    """
+    m = len(u_rows)
+    c_u = np.zeros(m, dtype=coef.dtype)
+    c_v = np.zeros(m, dtype=coef.dtype)
+    for i in range(n):  # pair i: u_i weighs into p, v_i into v
+        c_u[i] = coef[b, 0, 2 + 2 * i]
+        c_v[i] = coef[b, 1, 3 + 2 * i]
+    c_g, c_dz = coef[b, 0, 0], coef[b, 1, 1]
+    inv, step = factors[0, b, 0], factors[1, b, 0]
+    zb, out, ub, vb = z[b], z_next[b], u[b], v[b]
+    for j in range(zb.shape[0]):
+        pj = c_g * w[0, b, j]
+        vj = c_dz * w[1, b, j]
+        for i in range(m):
+            pj += c_u[i] * w[u_rows[i], b, j]
+            vj += c_v[i] * w[v_rows[i], b, j]
+        ub[j] = pj * inv
+        vb[j] = vj
+        out[j] = zb[j] + pj * step
 
 
 @njit(cache=True, fastmath=_SUMS)
@@ -267,11 +302,24 @@ def _broyden_record_threaded(z, z_new, fz, w, n, norms, prods):
         _broyden_record(b, z, z_new, fz, w, n, norms, prods)
 
 
+@njit(cache=True, fastmath=_SUMS)
+def _broyden_update_serial(z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
+    for b in range(z.shape[0]):
+        _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows)
+
+
+@njit(cache=True, fastmath=_SUMS, parallel=True)
+def _broyden_update_threaded(z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
+    for b in prange(z.shape[0]):
+        _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows)
+
+
 residual_norms = RowKernel(_residual_norms, _residual_norms_serial, _residual_norms_threaded)
 norms = RowKernel(_norms, _norms_serial, _norms_threaded)
 anderson_record = RowKernel(_anderson_record, _anderson_record_serial, _anderson_record_threaded)
 anderson_mix = RowKernel(_anderson_mix, _anderson_mix_serial, _anderson_mix_threaded)
 broyden_record = RowKernel(_broyden_record, _broyden_record_serial, _broyden_record_threaded)
+broyden_update = RowKernel(_broyden_update, _broyden_update_serial, _broyden_update_threaded)
 
 
 @njit(cache=True)
