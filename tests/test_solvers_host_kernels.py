@@ -132,6 +132,34 @@ def test_broyden_update(dtype, n):
         np.testing.assert_array_equal(serial, threaded)
 
 
+@pytest.mark.parametrize("skipped", [False, True], ids=["update", "skipped"])
+def test_broyden_restart(dtype, skipped):
+    z, w0, noise = _arrays(dtype, (B, D), (2 + 2 * M, B, D), (B, D))
+    g, dz = w0[0], w0[1]
+    g_prev = g + 0.5 * dz + 0.1 * noise  # Δg ≈ −Δz/2, as for a mild map: vᵀΔg ≈ ‖Δz‖²/2
+    if skipped:  # Δg ⟂ Δz for sample 0: vᵀΔg = 0, so its update is skipped (u = 0)
+        dg = g[0] - g_prev[0]
+        g_prev[0] += dz[0] * (dz[0] @ dg) / (dz[0] @ dz[0])
+    dg = g - g_prev
+    den = -np.einsum("bd,bd->b", dz, dg)
+    u = (dz + dg) / den[:, None]
+    if skipped:
+        u[0] = 0
+    z_next_expected = z + g + u * np.einsum("bd,bd->b", dz, g)[:, None]
+    results = {}
+    for name, loop in _loops(host_kernels.broyden_restart).items():
+        w, z_next = w0.copy(), np.full((B, D), np.nan, dtype=z.dtype)
+        loop(z, w, g_prev, 3e-2, z_next)
+        _close(w[2], u, dtype)
+        np.testing.assert_array_equal(w[3], -dz)
+        _close(z_next, z_next_expected, dtype)
+        others = [0, 1, *range(4, 2 + 2 * M)]  # g, Δz and the other pairs: only read
+        np.testing.assert_array_equal(w[others], w0[others])
+        results[name] = (w, z_next)
+    for serial, threaded in zip(results["serial"], results["threaded"], strict=True):
+        np.testing.assert_array_equal(serial, threaded)
+
+
 def test_large_states_take_the_threaded_loop(monkeypatch):
     calls = []
     kernel = host_kernels.residual_norms

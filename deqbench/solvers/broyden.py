@@ -104,7 +104,9 @@ class Broyden(Solver):
         if monitor.observe(z, fz, g_row):
             return
         # The next step is d·scale (scale None: d), d = −H g: first H = −I, a plain step.
-        d, scale = g_row.clone(), None
+        # `step` holds d where it is not p.
+        step = g_row.clone()
+        d, scale = step, None
         z_new = None  # the next iterate, where the update formed it already
         g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
         n = 0  # pairs in use
@@ -118,7 +120,12 @@ class Broyden(Solver):
                 return
             z, z_new = z_new, None
             if n == m:  # full: restart from −I, with the newest secant pair as its first
-                d, scale = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0]), None
+                if fused:
+                    z_new = monitor.next_iterate(z)
+                    record.restart(z, g_prev, z_new)
+                else:
+                    d = self._restart(dz_row, g_row, g_prev, u_slot[0], v_slot[0], step)
+                    scale = None
                 n = 0
             else:
                 # All dot products of g_new and Δz with themselves and the pairs, in one pass
@@ -138,7 +145,8 @@ class Broyden(Solver):
                         d, scale = p, neg_factor
                     else:
                         vg, dz2 = secant.vg, secant.prods[n][:, 1, 1]
-                        d, scale = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t), None
+                        d = self._searched_update(p, dz_row, u_slot[n], vg, dz2, t, step)
+                        scale = None
                     v_slot[n].copy_(v)
             n += 1
             if n == m:  # the next step restarts, and needs this g
@@ -207,24 +215,28 @@ class Broyden(Solver):
         return z_new, t, False
 
     @staticmethod
-    def _restart(dz: Tensor, g: Tensor, g_prev: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    def _restart(dz: Tensor, g: Tensor, g_prev: Tensor, u: Tensor, v: Tensor, d: Tensor) -> Tensor:
         """Writes the one pair of ``H = −I`` updated with the secant ``(Δz, Δg)`` into ``u``,
-        ``v``, and returns the next step ``d = −H g``.
+        ``v``, and the next step ``d = −H g`` into ``d``, which it returns. Overwrites
+        ``g_prev`` (with ``Δg``).
 
         With ``H = −I``: ``v = −Δz``, ``vᵀΔg = −Δz·Δg``, ``u = (Δz + Δg) / vᵀΔg``.
         """
-        dg = g - g_prev
+        dg = torch.sub(g, g_prev, out=g_prev)
         den = -torch.linalg.vecdot(dz, dg)
         dz2 = torch.linalg.vecdot(dz, dz)
         ok = (den.abs() > _SKIP * dz2) & den.isfinite()
         inv = torch.where(ok, den.reciprocal(), 0.0)[:, None]
-        torch.mul(dz.add(dg), inv, out=u)
+        torch.add(dz, dg, out=u).mul_(inv)
         torch.neg(dz, out=v)
-        return torch.addcmul(g, u, torch.linalg.vecdot(dz, g)[:, None])  # g − u (v·g)
+        return torch.addcmul(g, u, torch.linalg.vecdot(dz, g)[:, None], out=d)  # g − u (v·g)
 
     @staticmethod
-    def _searched_update(p: Tensor, dz: Tensor, u: Tensor, vg: Any, dz2: Any, t: Tensor) -> Tensor:
-        """The update after a step of length ``t`` (B,): writes ``u``, returns the next step.
+    def _searched_update(
+        p: Tensor, dz: Tensor, u: Tensor, vg: Any, dz2: Any, t: Tensor, d: Tensor
+    ) -> Tensor:
+        """The update after a step of length ``t`` (B,): writes ``u``, and the next step into
+        ``d``, which it returns.
 
         With ``Δz = t·d`` and ``H g = −d``: ``H Δg = p + Δz/t``, ``vᵀΔg = vᵀg_new + ‖Δz‖²/t``.
         """
@@ -233,8 +245,8 @@ class Broyden(Solver):
         ok = (den.abs() > _SKIP * dz2 / t) & den.isfinite()
         inv = torch.where(ok, den.reciprocal(), 0.0)[:, None]
         # u = (Δz − H Δg) / vᵀΔg = ((1 − 1/t) Δz − p) / vᵀΔg
-        torch.mul(dz, ((1 - 1 / t)[:, None] * inv), out=u).sub_(p * inv)
-        return torch.addcmul(p, u, vg[:, None]).neg_()  # d = −(p + u (v·g_new))
+        torch.mul(dz, ((1 - 1 / t)[:, None] * inv), out=u).addcmul_(p, inv, value=-1)
+        return torch.addcmul(p, u, vg[:, None], out=d).neg_()  # d = −(p + u (v·g_new))
 
 
 class _HostRecord:
@@ -259,6 +271,11 @@ class _HostRecord:
     def __call__(self, z: Tensor, z_new: Tensor, fz: Tensor) -> None:
         n = self.pairs
         host_kernels.broyden_record(*views(z, z_new, fz), self.w, n, self.norms, self.prods[n])
+
+    def restart(self, z: Tensor, g_prev: Tensor, z_next: Tensor) -> None:
+        """The restart's pair and ``z_next`` (see `host_kernels.broyden_restart`)."""
+        z_np, g_prev_np, z_next_np = views(z, g_prev, z_next)
+        host_kernels.broyden_restart(z_np, self.w, g_prev_np, _SKIP, z_next_np)
 
     def update(self, z: Tensor, n: int, z_next: Tensor) -> None:
         """Pair ``n`` into its rows and ``z_next`` (see `host_kernels.broyden_update`)."""

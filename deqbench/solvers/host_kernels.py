@@ -242,6 +242,34 @@ def _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
         out[j] = zb[j] + pj * step
 
 
+@_row
+def _broyden_restart(b, z, w, g_prev, skip, z_next):
+    """Broyden's restart of row ``b``: ``H = −I`` updated with the secant ``(Δz, Δg)``, where
+    rows 0 and 1 of ``w`` (2 + 2m, B, D) hold ``g`` and ``Δz`` and ``Δg = g − g_prev``.
+    Writes the pair into rows 2 and 3 (``u = (Δz + Δg)/vᵀΔg``, ``v = −Δz``, with
+    ``vᵀΔg = −Δz·Δg``; ``u = 0`` where the update is skipped, as in `broyden_secant`) and the
+    next iterate ``z_next = z + g − u (v·g)``: one pass for the dot products, one for the
+    writes, with ``Δg`` and the step never stored.
+    """
+    gb, db, pb, zb = w[0, b], w[1, b], g_prev[b], z[b]
+    u, v, out = w[2, b], w[3, b], z_next[b]
+    zero = zb.dtype.type(0)
+    dzdg = dz2 = dzg = zero
+    for j in range(zb.shape[0]):
+        dj = db[j]
+        dzdg += dj * (gb[j] - pb[j])
+        dz2 += dj * dj
+        dzg += dj * gb[j]
+    den = -dzdg
+    inv = zb.dtype.type(1) / den if abs(den) > skip * dz2 and abs(den) < np.inf else zero
+    for j in range(zb.shape[0]):
+        dj = db[j]
+        uj = (dj + (gb[j] - pb[j])) * inv
+        u[j] = uj
+        v[j] = -dj
+        out[j] = zb[j] + (gb[j] + uj * dzg)
+
+
 @njit(cache=True, fastmath=_SUMS)
 def _residual_norms_serial(z, fz, norms):
     for b in range(z.shape[0]):
@@ -314,12 +342,25 @@ def _broyden_update_threaded(z, w, coef, n, factors, z_next, u, v, u_rows, v_row
         _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows)
 
 
+@njit(cache=True, fastmath=_SUMS)
+def _broyden_restart_serial(z, w, g_prev, skip, z_next):
+    for b in range(z.shape[0]):
+        _broyden_restart(b, z, w, g_prev, skip, z_next)
+
+
+@njit(cache=True, fastmath=_SUMS, parallel=True)
+def _broyden_restart_threaded(z, w, g_prev, skip, z_next):
+    for b in prange(z.shape[0]):
+        _broyden_restart(b, z, w, g_prev, skip, z_next)
+
+
 residual_norms = RowKernel(_residual_norms, _residual_norms_serial, _residual_norms_threaded)
 norms = RowKernel(_norms, _norms_serial, _norms_threaded)
 anderson_record = RowKernel(_anderson_record, _anderson_record_serial, _anderson_record_threaded)
 anderson_mix = RowKernel(_anderson_mix, _anderson_mix_serial, _anderson_mix_threaded)
 broyden_record = RowKernel(_broyden_record, _broyden_record_serial, _broyden_record_threaded)
 broyden_update = RowKernel(_broyden_update, _broyden_update_serial, _broyden_update_threaded)
+broyden_restart = RowKernel(_broyden_restart, _broyden_restart_serial, _broyden_restart_threaded)
 
 
 @njit(cache=True)
