@@ -251,8 +251,8 @@ class Broyden(Solver):
 
 class _HostRecord:
     """The host kernels of a full step: the record (``g``, ``Δz``, their norms into the
-    monitor's and their dot products with the first `pairs` pairs into the secant's) and the
-    update (pair ``n`` and the next iterate, from the secant's weights)."""
+    monitor's and their dot products with the first `pairs` pairs into the secant's), then
+    the update (pair ``n`` and the next iterate, from the secant's weights) or the restart."""
 
     def __init__(self, monitor: Monitor, w: Tensor, secant: _Secant) -> None:
         # The rows as the kernels take them: (rows, B, D).
