@@ -121,7 +121,8 @@ def test_broyden_update(dtype, n):
     results = {}
     for name, loop in _loops(host_kernels.broyden_update).items():
         w, z_next = w0.copy(), np.full((B, D), np.nan, dtype=z.dtype)
-        loop(z, w, coef, n, factors, z_next, w[2 + 2 * n], w[3 + 2 * n], *rows)
+        scratch = np.full((B, 2, M), np.nan, dtype=z.dtype)
+        loop(z, w, coef, n, factors, z_next, w[2 + 2 * n], w[3 + 2 * n], *rows, scratch)
         _close(w[2 + 2 * n], pv[0] * factors[0], dtype)  # u = −p / vᵀΔg
         _close(w[3 + 2 * n], pv[1], dtype)  # v
         _close(z_next, z + pv[0] * factors[1], dtype)

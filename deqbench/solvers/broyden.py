@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -262,6 +263,7 @@ class _HostRecord:
         self.pairs = 0
         m = (w.shape[1] - 2) // 2  # the update reads the n pairs in use, padded to m
         self.u, self.v = self.w[2::2], self.w[3::2]
+        self.weights = np.empty((w.shape[0], 2, m), dtype=self.w.dtype)  # the update's scratch
         self.rows = [
             (tuple(2 + 2 * i if i < n else 0 for i in range(m)),
              tuple(3 + 2 * i if i < n else 1 for i in range(m)))
@@ -280,9 +282,11 @@ class _HostRecord:
     def update(self, z: Tensor, n: int, z_next: Tensor) -> None:
         """Pair ``n`` into its rows and ``z_next`` (see `host_kernels.broyden_update`)."""
         z_np, z_next_np = views(z, z_next)
+        u_rows, v_rows = self.rows[n]
         host_kernels.broyden_update(
-            z_np, self.w, self.coef, n, self.factors, z_next_np, self.u[n], self.v[n], *self.rows[n]
-        )
+            z_np, self.w, self.coef, n, self.factors, z_next_np, self.u[n], self.v[n],
+            u_rows, v_rows, self.weights,
+        )  # fmt: skip
 
 
 class _Secant:

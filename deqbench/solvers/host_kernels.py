@@ -208,7 +208,7 @@ def _broyden_record(b, z, z_new, fz, w, n, norms, prods):
 
 
 @_row
-def _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
+def _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows, weights):
     """Broyden's update of row ``b`` after the secant: from ``coef`` (B, 2, 2 + 2m), the
     weights of the rows of ``w`` (2 + 2m, B, D) in ``p = H g_new = −g_new + Σ c_i u_i`` and
     ``v = Hᵀ Δz = −Δz + Σ c'_i v_i``, and ``factors`` (2, B, 1) ``(−1/vᵀΔg, −‖Δz‖²/vᵀΔg)``:
@@ -217,17 +217,17 @@ def _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
     each pair once: ``p`` and ``v`` never exist as buffers of their own.
 
     ``u_rows`` and ``v_rows``: the rows of the ``n`` pairs, padded to ``m`` with rows 0 and 1
-    (at weight 0). Their length is a compile-time constant, so the loop over pairs unrolls
-    inside the vectorised loop over the state. (Rows are slots of their own, and ``u`` and
+    (at weight 0; ``weights`` (B, 2, m) is scratch for the pairs' weights). Their length is a
+    compile-time constant, so the loop over pairs unrolls inside the vectorised loop over the
+    state. (Rows are slots of their own, and ``u`` and
     ``v`` come as arguments of their own: reading and writing rows of one (B, rows, D) array
     keeps the loop from vectorising, 3× slower.)
     """
     m = len(u_rows)
-    c_u = np.zeros(m, dtype=coef.dtype)
-    c_v = np.zeros(m, dtype=coef.dtype)
-    for i in range(n):  # pair i: u_i weighs into p, v_i into v
-        c_u[i] = coef[b, 0, 2 + 2 * i]
-        c_v[i] = coef[b, 1, 3 + 2 * i]
+    c_u, c_v = weights[b, 0], weights[b, 1]
+    for i in range(m):  # pair i: u_i weighs into p, v_i into v
+        c_u[i] = coef[b, 0, 2 + 2 * i] if i < n else 0
+        c_v[i] = coef[b, 1, 3 + 2 * i] if i < n else 0
     c_g, c_dz = coef[b, 0, 0], coef[b, 1, 1]
     inv, step = factors[0, b, 0], factors[1, b, 0]
     zb, out, ub, vb = z[b], z_next[b], u[b], v[b]
@@ -331,15 +331,15 @@ def _broyden_record_threaded(z, z_new, fz, w, n, norms, prods):
 
 
 @njit(cache=True, fastmath=_SUMS)
-def _broyden_update_serial(z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
+def _broyden_update_serial(z, w, coef, n, factors, z_next, u, v, u_rows, v_rows, weights):
     for b in range(z.shape[0]):
-        _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows)
+        _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows, weights)
 
 
 @njit(cache=True, fastmath=_SUMS, parallel=True)
-def _broyden_update_threaded(z, w, coef, n, factors, z_next, u, v, u_rows, v_rows):
+def _broyden_update_threaded(z, w, coef, n, factors, z_next, u, v, u_rows, v_rows, weights):
     for b in prange(z.shape[0]):
-        _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows)
+        _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows, weights)
 
 
 @njit(cache=True, fastmath=_SUMS)
