@@ -166,7 +166,7 @@ class Broyden(Solver):
         f: Fn,
         z: Tensor,
         z_new: Tensor,
-        d: Tensor | None,
+        d: Tensor,
         scale: Tensor | None,
         g: Tensor,
         dz: Tensor,

@@ -80,7 +80,7 @@ def use_torch_threads() -> None:
 
 class RowKernel:
     """A kernel over the rows of a batch, compiled twice: a plain loop, and a loop split over
-    threads where the state (the first argument's batch × last dim) has `GRAIN` numbers or
+    threads where the state (the first argument, (B, D)) has `GRAIN` numbers or
     more. Each loop calls a compiled row function: numba caches neither a loop that takes the
     row as an argument nor a second compilation of one function with other flags, so each
     kernel spells out its two loops."""
@@ -90,8 +90,8 @@ class RowKernel:
         self.__doc__ = row.__doc__
 
     def __call__(self, *args: Any) -> None:
-        first = args[0]  # (B, D), or (B, rows, D) for a buffer of rows
-        big = first.shape[0] * first.shape[-1] >= GRAIN
+        first = args[0]  # (B, D)
+        big = first.shape[0] * first.shape[1] >= GRAIN
         (self.threaded if big and _threads else self.serial)(*args)
 
 
@@ -219,9 +219,9 @@ def _broyden_update(b, z, w, coef, n, factors, z_next, u, v, u_rows, v_rows, wei
     ``u_rows`` and ``v_rows``: the rows of the ``n`` pairs, padded to ``m`` with rows 0 and 1
     (at weight 0; ``weights`` (B, 2, m) is scratch for the pairs' weights). Their length is a
     compile-time constant, so the loop over pairs unrolls inside the vectorised loop over the
-    state. (Rows are slots of their own, and ``u`` and
-    ``v`` come as arguments of their own: reading and writing rows of one (B, rows, D) array
-    keeps the loop from vectorising, 3× slower.)
+    state. The rows are (B, D) blocks and ``u`` and ``v`` come as arguments of their own:
+    reading and writing rows of one (B, rows, D) array keeps the loop from vectorising (3×
+    slower).
     """
     m = len(u_rows)
     c_u, c_v = weights[b, 0], weights[b, 1]
