@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 MB = 2**20
 
@@ -145,8 +146,16 @@ class LiveTensorMeter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # An output on an input's storage (a view, an in-place or out= op) allocated nothing,
+        # so memory from before the block (the caller's z0, buffers a solver kept from its
+        # last solve) is never counted, even when the block views it.
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor) and _has_storage(t)
+        }
         for t in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
                 self._track(t)
         return out
 
@@ -166,3 +175,11 @@ class LiveTensorMeter(TorchDispatchMode):
 
     def _free(self, key: int) -> None:
         self.current -= self._live.pop(key, 0)
+
+
+def _has_storage(t: torch.Tensor) -> bool:
+    try:
+        t.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # sparse, nested or functorch-wrapped tensors
+        return False
+    return True

@@ -89,6 +89,7 @@ def measure_solve(
         warmup=warmup,
     )
     meter = LiveTensorMeter()
+    solver.workspace.clear()  # the meter must see the solver allocate the buffers it keeps
     with meter:
         solver(meter.exclude(f), z0, **kwargs)
 

@@ -40,6 +40,18 @@ def test_what_excluded_work_allocates_is_never_counted():
     assert kept.shape == fz.shape and total.shape == (32,)
 
 
+def test_memory_from_before_the_block_is_never_counted_even_when_viewed():
+    before = torch.zeros(1024)
+    meter = LiveTensorMeter()
+    with meter:
+        before.detach().numpy()  # a view of it, as a solver's kernels take one
+        before.view(32, 32).add_(1)  # in place on a view
+        torch.add(before, 1, out=before)  # out=
+        assert meter.peak == 0
+        before.clone()
+    assert meter.peak == KB4
+
+
 def test_median_and_iqr_by_hand():
     assert median_iqr([4.0, 1.0, 3.0, 2.0, 5.0]) == (3.0, 2.0)  # quartiles 2 and 4
     assert median_iqr([7.0]) == (7.0, 0.0)

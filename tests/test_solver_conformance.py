@@ -108,6 +108,22 @@ class BatchStop(FixedPoint):
             z = fz
 
 
+@dataclass(kw_only=True)
+class Sticky(FixedPoint):
+    """Iterates in a kept buffer, so its result is the memory the next solve writes."""
+
+    def solve(self, f: Fn, z0, monitor: Monitor) -> None:
+        buffers = [monitor.buffer(f"iterate-{i}", *z0.shape) for i in range(2)]
+        z = z0
+        while True:
+            fz = f(z)
+            if monitor.observe(z, fz):
+                return
+            z = buffers[monitor.nfe % 2]
+            monitor.release(z)
+            z.copy_(fz)
+
+
 @pytest.mark.parametrize(
     ("solver", "check", "message"),
     [
@@ -115,8 +131,9 @@ class BatchStop(FixedPoint):
         (Greedy(), "budget", "calls"),
         (Touchy(), "divergence", "raised"),
         (BatchStop(), "per_sample", "nstep"),
+        (Sticky(), "repeat", "overwrote"),
     ],
-    ids=["lazy", "greedy", "touchy", "batch-stop"],
+    ids=["lazy", "greedy", "touchy", "batch-stop", "sticky"],
 )
 def test_the_kit_fails_broken_solvers(solver, check, message):
     with pytest.raises(AssertionError, match=message):

@@ -5,6 +5,7 @@ from deqbench.solvers.base import Monitor, Solver, SolverResult, Status
 from deqbench.solvers.broyden import Broyden
 from deqbench.solvers.fixed_point import FixedPoint
 from deqbench.solvers.gmres import GMRES
+from deqbench.solvers.workspace import Workspace
 
 #: (name, factory, description) of the solvers the core registers through its own hooks.
 BUILTIN = (
@@ -24,4 +25,5 @@ __all__ = [
     "Solver",
     "SolverResult",
     "Status",
+    "Workspace",
 ]

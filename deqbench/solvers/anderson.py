@@ -65,7 +65,7 @@ class Anderson(Solver):
         reads a tuple of all m of them in one pass (`host_kernels.anderson_mix`).
         """
         batch, dim = z0.shape
-        fs, gs = z0.new_empty(2, m, batch, dim).numpy()  # slot k % m: evaluation k
+        fs, gs = monitor.buffer("history", 2, m, batch, dim).numpy()  # slot k % m: evaluation k
         f_slots, g_slots = list(fs), list(gs)
         slots = [(_filled(f_slots, n), _filled(g_slots, n)) for n in range(m + 1)]  # mix reads
         weights = _HostWeights(batch, m, fs.dtype, self.lam, self.restart)
@@ -90,8 +90,8 @@ class Anderson(Solver):
         # Slot k % m holds evaluation k. Never zeroed: only the first n = min(k + 1, m) slots
         # are read (views made once; on small states indexing every step costs as much as
         # arithmetic).
-        fs = z0.new_empty(batch, m, dim)
-        gs = z0.new_empty(batch, m, dim)
+        fs = monitor.buffer("images", batch, m, dim)
+        gs = monitor.buffer("residuals", batch, m, dim)
         f_slot, g_slot = fs.unbind(1), gs.unbind(1)
         fs_used = [fs[:, :n] for n in range(m + 1)]
         gs_used = [gs[:, :n] for n in range(m + 1)]

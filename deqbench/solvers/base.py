@@ -16,6 +16,7 @@ from torch import Tensor
 
 from deqbench.solvers.monitor import STOP_MODES, Fn, Monitor
 from deqbench.solvers.result import SolverResult, Status, residual_norms
+from deqbench.solvers.workspace import Workspace
 
 __all__ = [
     "STOP_MODES",
@@ -24,6 +25,7 @@ __all__ = [
     "Solver",
     "SolverResult",
     "Status",
+    "Workspace",
     "check_call",
     "residual_norms",
 ]
@@ -65,10 +67,22 @@ class Solver(abc.ABC):
     ) -> SolverResult:
         """Solve ``z = f(z)`` from ``z0`` (``(B, D)``); at most ``max_iter`` calls of ``f``."""
         check_call(z0, max_iter, tol, stop_mode)
-        with torch.no_grad():
-            monitor = Monitor(z0, max_iter, tol, stop_mode, self.divergence)
+        with torch.no_grad(), self.workspace.lease(z0) as scratch:
+            monitor = Monitor(z0, max_iter, tol, stop_mode, self.divergence, scratch=scratch)
             self.solve(f, z0, monitor)
             return monitor.result()
+
+    @property
+    def workspace(self) -> Workspace:
+        """The buffers this solver keeps between its solves on the CPU (`Monitor.buffer`)."""
+        ws = self.__dict__.get("_workspace")
+        if ws is None:  # made on first use: not a field, so never compared, shown or replaced
+            ws = self.__dict__["_workspace"] = Workspace()
+        return ws
+
+    def __getstate__(self) -> dict:
+        # Copies and pickles (shallow ones too) start with a workspace of their own.
+        return {k: v for k, v in self.__dict__.items() if k != "_workspace"}
 
     @abc.abstractmethod
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
@@ -76,5 +90,7 @@ class Solver(abc.ABC):
 
         Stop when ``observe`` says all samples are done or ``monitor.budget`` evaluations
         are spent. Pass each step through ``monitor.hold_diverged`` so that diverged samples
-        stay put (stopped samples are ignored by the monitor from then on).
+        stay put (stopped samples are ignored by the monitor from then on). Take large
+        scratch buffers (histories) from ``monitor.buffer``: on the CPU they are then reused
+        from one solve to the next.
         """

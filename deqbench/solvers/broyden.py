@@ -75,9 +75,9 @@ class Broyden(Solver):
         # (B, rows, D) view for the batched products. On the host the rows are laid out one
         # after another, each a (B, D) block: the kernels' loops vectorise over those.
         if host:
-            w = z0.new_empty(2 + 2 * m, batch, dim).transpose(0, 1)
+            w = monitor.buffer("rows", 2 + 2 * m, batch, dim).transpose(0, 1)
         else:
-            w = z0.new_empty(batch, 2 + 2 * m, dim)
+            w = monitor.buffer("rows", batch, 2 + 2 * m, dim)
         g_row, dz_row = w[:, 0], w[:, 1]
         rhs = w[:, :2]
         # coef[:, 0] weighs the rows into p = H g_new = −g_new + Σ u_i (v_i·g_new), coef[:, 1]
@@ -86,7 +86,7 @@ class Broyden(Solver):
         coef[:, 0, 0] = coef[:, 1, 1] = -1
         # On the host the full steps' update is one kernel that never forms p and v.
         fused = host and not self.line_search
-        pv = None if fused else z0.new_empty(batch, 2, dim)  # p and v
+        pv = None if fused else monitor.buffer("pv", batch, 2, dim)  # p and v
         p, v = (None, None) if pv is None else pv.unbind(1)
         # Views per count n of pairs in use (made once: on small states, indexing on every
         # step costs as much as arithmetic).
@@ -106,10 +106,10 @@ class Broyden(Solver):
             return
         # The next step is d·scale (scale None: d), d = −H g: first H = −I, a plain step.
         # `step` holds d where it is not p.
-        step = g_row.clone()
+        step = monitor.buffer("step", batch, dim).copy_(g_row)
         d, scale = step, None
         z_new = None  # the next iterate, where the update formed it already
-        g_prev = torch.empty_like(d)  # g before a restart (written once every m steps)
+        g_prev = monitor.buffer("g_prev", batch, dim)  # g before a restart (once every m steps)
         n = 0  # pairs in use
         while True:
             if record is not None:  # a restart needs no dot products with the pairs

@@ -47,8 +47,8 @@ def safe_divide(w: Tensor, norm: Tensor) -> Tensor:
 class GMRES(Solver):
     """GMRES(m) for affine ``f``: minimal residual over a ``restart``-dimensional Krylov space.
 
-    Memory: a ``(B, restart + 1, D)`` basis, allocated once per solve. Cost per step: one call
-    of ``f``, two batched products with the basis and a tiny least-squares solve.
+    Memory: a ``(B, restart + 1, D)`` basis (kept between solves on the CPU). Cost per step:
+    one call of ``f``, two batched products with the basis and a tiny least-squares solve.
     """
 
     affine_only: ClassVar[bool] = True
@@ -62,7 +62,7 @@ class GMRES(Solver):
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
         batch, dim = z0.shape
         m = min(self.restart, dim)  # the Krylov space cannot outgrow the state
-        basis = z0.new_zeros(batch, m + 1, dim)
+        basis = monitor.buffer("basis", batch, m + 1, dim)  # zeroed at each (re)start
         hess = z0.new_zeros(batch, m + 1, m)
         z = z0
         while True:

@@ -26,6 +26,7 @@ from torch import Tensor
 from deqbench.solvers import host_kernels
 from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, views
 from deqbench.solvers.result import _EPS, SolverResult
+from deqbench.solvers.workspace import Scratch
 
 Fn = Callable[[Tensor], Tensor]
 STOP_MODES = ("abs", "rel")
@@ -53,6 +54,8 @@ class Monitor:
     #: Keep the books on the host, in compiled loops (None: when ``z0`` is on the CPU). False
     #: runs the device path on any tensor: the tests check it on the CPU against the host path.
     host: bool | None = None
+    #: Where `buffer` takes a solver's scratch buffers from (None: always fresh ones).
+    scratch: Scratch | None = field(default=None, repr=False)
     nfe: int = 0
     active: Tensor = field(init=False)
     _buffers: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False)
@@ -144,6 +147,15 @@ class Monitor:
         buf = second if z is first else first
         self.release(buf)
         return buf
+
+    def buffer(self, name: str, *shape: int) -> Tensor:
+        """A scratch buffer of ``z0``'s dtype and device, contents undefined. On the CPU it is
+        the memory of the solver's last solve where ``name`` and ``shape`` match (see
+        `deqbench.solvers.workspace`): use it for histories and directions, never for an
+        iterate that could come back as the result."""
+        if self.scratch is None:
+            return self.z0.new_empty(shape)
+        return self.scratch.empty(name, *shape)
 
     def release(self, z: Tensor) -> None:
         """Call before writing into ``z``, an iterate already observed: the monitor copies out

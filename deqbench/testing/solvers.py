@@ -15,7 +15,10 @@ each a plain function that raises AssertionError saying what went wrong:
   of evaluations within ±10%;
 - ``tiny``: the affine backward-like system ``z = Jᵀz + v`` with ``v`` ≈ 1e-6 converges from a
   zero start, and the answer returned is not the zero start;
-- ``per_sample``: in a batch of an easy and a hard sample the easy one stops first, right.
+- ``per_sample``: in a batch of an easy and a hard sample the easy one stops first, right;
+- ``repeat``: one instance solving two problems in turn leaves the first result untouched
+  (buffers kept between solves must never hold a result), and solving the first again gives
+  the first answer (nothing left from an earlier solve steers a later one).
 
 Two class attributes of the solver steer it: ``affine_only = True`` (see `Solver`) skips the
 checks on nonlinear maps (``divergence``, ``scale``); ``known_deviations``, a mapping of check
@@ -317,6 +320,37 @@ def check_per_sample(
         raise _fail(_name(solver), "per_sample", f"easy sample's relative error {err:.2e}")
 
 
+def check_repeat(
+    solver: str | Solver, *, dtype: torch.dtype = torch.float64, device: Any = "cpu"
+) -> None:
+    """Solves in a row with one instance are independent: no result is overwritten by the next
+    solve, and the same problem solved again gives the same answer."""
+    s = resolve(solver)
+    tol = _tol(dtype)
+    f, b, answer = _affine(4, 48, 0.8, dtype, device, seed=11)
+    other, c, _ = _affine(4, 48, 0.8, dtype, device, seed=12)
+
+    def solve(fn: Fn, start: Tensor) -> SolverResult:
+        return s(fn, torch.zeros_like(start), max_iter=400, tol=tol, stop_mode="rel")
+
+    first = solve(f, b)
+    z = first.z.clone()
+    solve(other, c)
+    if not torch.equal(first.z, z):
+        raise _fail(_name(solver), "repeat", "the next solve overwrote this one's result")
+    again = solve(f, b)
+    if again.nfe != first.nfe or not _rel_error(again.z, z) <= 1e-2 * tol:
+        raise _fail(
+            _name(solver),
+            "repeat",
+            f"solved again: {again.nfe} evaluations (first {first.nfe}), "
+            f"relative difference {_rel_error(again.z, z):.2e}",
+        )
+    err = _rel_error(z, answer)
+    if not err <= 100 * tol:
+        raise _fail(_name(solver), "repeat", f"relative error {err:.2e}")
+
+
 CHECKS: dict[str, Check] = {
     "linear": check_linear,
     "budget": check_budget,
@@ -326,6 +360,7 @@ CHECKS: dict[str, Check] = {
     "scale": check_scale,
     "tiny": check_tiny,
     "per_sample": check_per_sample,
+    "repeat": check_repeat,
 }
 
 
@@ -391,6 +426,7 @@ __all__ = [
     "check_linear",
     "check_per_sample",
     "check_record",
+    "check_repeat",
     "check_scale",
     "check_solver",
     "check_tiny",
