@@ -109,10 +109,12 @@ class LiveTensorMeter(TorchDispatchMode):
     """Peak bytes of tensor storage allocated inside the block and alive at once.
 
     Every op's outputs are followed until their storage is freed; a storage shared by views is
-    counted once. What work inside ``excluded()`` allocates is not counted, even when the code
-    outside views it later: that is how a solver's own buffers are told apart from what its
-    function ``f`` allocates. This is a measuring pass: it is slow,
-    so never time the same call that it meters.
+    counted once, and one that existed before the block (an input, kept buffers) not at all.
+    What work inside ``excluded()`` allocates is not counted, even when the code outside views
+    it later: that is how a solver's own buffers are told apart from what its function ``f``
+    allocates. Memory that NumPy allocates is not seen (the host path's traces and small
+    systems, a few KB). This is a measuring pass: it is slow, so never time the same call that
+    it meters.
     """
 
     def __init__(self) -> None:

@@ -3,9 +3,9 @@
 A solver's history buffers are large (Broyden's at ``m = 8`` holds 18 states), and on the CPU
 a fresh one costs more than its size suggests: glibc maps a block that large anew on every
 call, and each of its pages faults in, zeroed, on first write. On the 2 MB conv state that was
-9,200 page faults per Broyden solve, a tenth of its time. A solver therefore asks its
-`Monitor` for its buffers (`Monitor.buffer`), and the monitor takes them from the solver's
-`Workspace`: the same memory as the last solve's where the name, shape and dtype match.
+9,200 page faults per Broyden solve, about a tenth of the time of a solve of 21 evaluations.
+A solver therefore asks its `Monitor` for its buffers (`Monitor.buffer`), and the monitor takes
+them from the solver's `Workspace`: the last solve's memory where name, shape and dtype match.
 
 Only buffers that never leave the solve belong here (histories, directions, scratch), never an
 iterate that could come back as the result: the next solve would overwrite it. On CUDA the
