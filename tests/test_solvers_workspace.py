@@ -31,6 +31,15 @@ def test_a_lease_reuses_the_last_solves_buffers_by_name_and_shape():
     assert ws.nbytes == 0
 
 
+def test_clear_during_a_solve_neither_blocks_nor_drops_that_solves_buffers():
+    ws = Workspace()
+    with ws.lease(Z) as scratch:
+        a = scratch.empty("a", 2)
+        ws.clear()  # from inside f, say: the lease is held on this thread
+    with ws.lease(Z) as scratch:
+        assert scratch.empty("a", 2).data_ptr() == a.data_ptr()
+
+
 def test_a_name_is_taken_once_per_solve():
     with Workspace().lease(Z) as scratch:
         scratch.empty("a", 2)

@@ -63,9 +63,9 @@ class Workspace:
         return sum(t.untyped_storage().nbytes() for t in self._kept.values())
 
     def clear(self) -> None:
-        """Let the kept buffers go (the next solve allocates afresh)."""
-        with self._lock:
-            self._kept = {}
+        """Let the kept buffers go: the next solve allocates afresh. (Called during a solve, as
+        from its ``f``, it does not stop that solve keeping its own buffers when it ends.)"""
+        self._kept = {}  # no lock: a solve nested in f may call this while its caller holds it
 
     @contextmanager
     def lease(self, like: Tensor) -> Iterator[Scratch]:
