@@ -21,6 +21,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from deqbench.memory import storage_key
+
 MB = 2**20
 
 
@@ -151,13 +153,10 @@ class LiveTensorMeter(TorchDispatchMode):
         # An output on an input's storage (a view, an in-place or out= op) allocated nothing,
         # so memory from before the block (the caller's z0, buffers a solver kept from its
         # last solve) is never counted, even when the block views it.
-        inputs = {
-            t.untyped_storage().data_ptr()
-            for t in tree_leaves((args, kwargs))
-            if isinstance(t, torch.Tensor) and _has_storage(t)
-        }
+        leaves = tree_leaves((args, kwargs))
+        inputs = {storage_key(t) for t in leaves if isinstance(t, torch.Tensor)}
         for t in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+            if isinstance(t, torch.Tensor) and storage_key(t) not in inputs:
                 self._track(t)
         return out
 
@@ -177,11 +176,3 @@ class LiveTensorMeter(TorchDispatchMode):
 
     def _free(self, key: int) -> None:
         self.current -= self._live.pop(key, 0)
-
-
-def _has_storage(t: torch.Tensor) -> bool:
-    try:
-        t.untyped_storage()
-    except (RuntimeError, NotImplementedError):  # sparse, nested or functorch-wrapped tensors
-        return False
-    return True

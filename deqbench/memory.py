@@ -19,7 +19,7 @@ from torch import Tensor
 MB = 2**20
 
 
-def _storage_key(t: Tensor) -> tuple[Any, int] | None:
+def storage_key(t: Tensor) -> tuple[Any, int] | None:
     """(device, address) of ``t``'s storage with its size; None for storage-less tensors."""
     try:
         storage = t.untyped_storage()
@@ -38,7 +38,7 @@ class SavedTensorsMeter:
     """
 
     def __init__(self, ignore: Iterable[Tensor] = ()) -> None:
-        self._ignore = {k[0] for k in map(_storage_key, ignore) if k is not None}
+        self._ignore = {k[0] for k in map(storage_key, ignore) if k is not None}
         # address -> weak references to the tensors saved there, to tell sharing from reuse
         self._seen: dict[Any, list[weakref.ref]] = {}
         self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
@@ -65,7 +65,7 @@ class SavedTensorsMeter:
         self._hooks = None
 
     def _pack(self, t: Tensor) -> Tensor:
-        found = _storage_key(t)
+        found = storage_key(t)
         if found is None:
             self.bytes += t.numel() * t.element_size()
             self.count += 1
