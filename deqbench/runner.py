@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from deqbench.host_allocator import steady_thresholds
 from deqbench.plugins import get_registry
 from deqbench.results import FAILED, ReportWriter, metadata
 from deqbench.solve_run import measure_run
@@ -80,7 +81,9 @@ def run_suite(
     """Run every run of ``suite``, appending each row to ``out`` as soon as the run ends.
 
     A crash, an OOM or a diverging solver becomes a row with a status, and the suite goes on.
-    Ctrl-C writes the run in progress as ``interrupted`` and stops.
+    Ctrl-C writes the run in progress as ``interrupted`` and stops. The first suite in a
+    process fixes glibc's allocator thresholds for the rest of it (`steady_thresholds`), so
+    that no run's timings depend on the runs before it.
     """
     threads = torch.get_num_threads()
     if suite.spec.suite.threads:
@@ -101,6 +104,7 @@ def _run_all(
     registry = get_registry()
     meta = metadata(registry.versions, registry.failures, device)
     meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs))
+    meta["host_allocator"] = steady_thresholds()
     writer.write_meta(meta)
     outcome = SuiteOutcome(writer.path)
     references: dict[str, Any] = {}  # exact gradients, computed once per problem

@@ -12,6 +12,7 @@ import torch
 import deqbench
 from deqbench import plugins
 from deqbench.cli import main
+from deqbench.host_allocator import steady_thresholds
 from deqbench.results import COLUMNS, TRACE_COLUMNS, read_report
 from deqbench_plugins.problems import TanhCell
 
@@ -42,6 +43,7 @@ def test_solvers_suite_writes_csv_meta_and_traces(cli, tmp_path):
     meta = json.loads(out.with_name("solvers.meta.json").read_text())
     assert meta["torch"] == torch.__version__ and meta["cpu_count"] >= 1
     assert meta["plugins"]["deqbench"] and "problems" in meta["plugins"]
+    assert meta["host_allocator"] == steady_thresholds()  # what the timings ran under
     assert "tanh-orth-0.99" in result.output  # the rich table
 
 
