@@ -2,11 +2,12 @@
 
 glibc's malloc adapts two thresholds as a process runs. When a block it had mapped on its own
 is freed, blocks up to that size (at most 32 MiB) come from the heap from then on, and free
-memory at the top of the heap goes back to the system only past twice that size. Before the
-first such free, a conv cell that frees its 2 MB intermediates at the end of each evaluation
-hands them back to the system and faults them in again on the next: hundreds of page faults
-per evaluation. After it, none. So whichever run comes first in a process pays for it, and the
-order of a suite's runs would decide their timings: on the conv problem of the solver suite,
+memory at the top of the heap goes back to the system only past twice that size. Until a large
+enough block has been freed, a conv cell that frees its 2 MB intermediates at the end of each
+evaluation hands them back to the system (unmapped, or trimmed off the heap) and faults them in
+again on the next: hundreds of page faults per evaluation. After it, none. So whichever runs
+come first in a process pay for it, and the order of a suite's runs would decide their
+timings: on the conv problem of the solver suite,
 Broyden run first in a process had f fault 65 760 times per solve (1.89× a bare loop), and
 run after two Anderson solvers 0 to 1 times (1.71×).
 
