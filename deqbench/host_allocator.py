@@ -6,10 +6,9 @@ memory at the top of the heap goes back to the system only past twice that size.
 enough block has been freed, a conv cell that frees its 2 MB intermediates at the end of each
 evaluation hands them back to the system (unmapped, or trimmed off the heap) and faults them in
 again on the next: hundreds of page faults per evaluation. After it, none. So whichever runs
-come first in a process pay for it, and the order of a suite's runs would decide their
-timings: on the conv problem of the solver suite,
-Broyden run first in a process had f fault 65 760 times per solve (1.89× a bare loop), and
-run after two Anderson solvers 0 to 1 times (1.71×).
+come first in a process pay for it, and the order of a suite's runs would decide their timings:
+on the conv problem of the solver suite, Broyden run first in a process had f fault 65 760 times
+per solve (1.89× a bare loop), and run after two Anderson solvers 0 to 1 times (1.71×).
 
 `steady_thresholds` fixes both thresholds at the values glibc settles to, so every run sees
 the allocator of a process that has been running for a while, whatever ran before it.
