@@ -90,10 +90,11 @@ def test_a_second_solve_allocates_no_history(solver):
     if isinstance(solver, GMRES):  # affine maps only
         w = torch.randn(z0.shape[1], z0.shape[1]) * 0.3 / z0.shape[1] ** 0.5
         f = lambda z: z @ w.T + 1  # noqa: E731
-    # Once in CI the first peak came out 64 bytes high, in a fresh worker whose kernels were
-    # compiling inside that solve (never reproduced here). So a copy, with a workspace of its
-    # own, solves first and compiles them, and the collector is off in the measured solves:
-    # no finaliser of earlier tests' garbage runs in the meter's sight.
+    # The drop in peak is the workspace to the byte here, but once in CI it came out 64 bytes
+    # over, in a fresh worker whose kernels compiled inside the first solve (never reproduced).
+    # So a copy, with a workspace of its own, solves first and compiles them; the collector is
+    # off in the measured solves, lest earlier tests' finalisers run in the meter's sight; and
+    # the check allows 1 KiB, far below any history buffer (one row of the state is 16 KiB).
     copy.copy(solver)(f, z0, max_iter=30, tol=1e-5)
     peaks, results = [], []
     gc.collect()
@@ -108,7 +109,7 @@ def test_a_second_solve_allocates_no_history(solver):
         gc.enable()
     state = z0.numel() * z0.element_size()
     assert solver.workspace.nbytes >= 2 * state  # at least a history of two states is kept
-    assert peaks[0] - peaks[1] == solver.workspace.nbytes
+    assert abs(peaks[0] - peaks[1] - solver.workspace.nbytes) <= 1024, peaks
     assert torch.equal(results[0].z, results[1].z) and results[0].nfe == results[1].nfe
 
 
