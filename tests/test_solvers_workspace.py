@@ -91,10 +91,10 @@ def test_a_second_solve_allocates_no_history(solver):
         w = torch.randn(z0.shape[1], z0.shape[1]) * 0.3 / z0.shape[1] ** 0.5
         f = lambda z: z @ w.T + 1  # noqa: E731
     # The drop in peak is the workspace to the byte here, but once in CI it came out 64 bytes
-    # over, in a fresh worker whose kernels compiled inside the first solve (never reproduced).
-    # So a copy, with a workspace of its own, solves first and compiles them; the collector is
-    # off in the measured solves, lest earlier tests' finalisers run in the meter's sight; and
-    # the check allows 1 KiB, far below any history buffer (one row of the state is 16 KiB).
+    # over (never reproduced, with or without the kernels compiling inside the solve). So a
+    # copy, with a workspace of its own, solves first, and no kernel compiles in the measured
+    # solves; the collector is off in them, lest other tests' finalisers run in the meter's
+    # sight; and the check allows 1 KiB, far below any history buffer (a row is 16 KiB).
     copy.copy(solver)(f, z0, max_iter=30, tol=1e-5)
     peaks, results = [], []
     gc.collect()
