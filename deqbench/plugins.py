@@ -6,6 +6,8 @@ Plugins load one at a time. A plugin that fails to import or to register is reco
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,13 +25,27 @@ CORE_PLUGIN = "deqbench"
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered thing."""
+    """One registered thing.
+
+    ``target`` is the object itself, or a ``"module:attribute"`` string imported on first use of
+    `obj`: a plugin that registers strings costs nothing to list (no torch import).
+    """
 
     kind: str
     name: str
-    obj: Any
+    target: Any
     plugin: str
     description: str = ""
+
+    @functools.cached_property
+    def obj(self) -> Any:
+        """The registered object, imported now if it was registered as ``"module:attribute"``."""
+        if not isinstance(self.target, str):
+            return self.target
+        module, sep, attr = self.target.partition(":")
+        if not sep:
+            raise TypeError(f"{self.kind[:-1]} {self.name!r}: {self.target!r} is not module:attr")
+        return functools.reduce(getattr, attr.split("."), importlib.import_module(module))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""What every dataset declares to the training runner, and the loaders the runner builds.
+
+A dataset plugin registers a factory (``register_datasets``) called with keyword arguments:
+
+    factory(*, root=None, image_size=None, **options) -> DataSource
+
+The factory checks its root at once: a missing or malformed one raises `DatasetError` naming
+the path and the layout expected, before anything trains.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from deqbench.errors import DeqbenchError
+
+
+class DatasetError(DeqbenchError):
+    """A missing or malformed data root, or a corrupt file in it (the message names it)."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's declaration. Classification samples are ``(image, int label)``;
+    segmentation samples are ``(image, (H, W) int64 mask)`` with ``ignore_index`` unlabelled."""
+
+    task: str  #: "classification" or "segmentation"
+    num_classes: int
+    in_channels: int = 3
+    ignore_index: int | None = None
+    train_split: str = "train"
+    eval_split: str = "val"
+
+    @property
+    def splits(self) -> tuple[str, str]:
+        return (self.train_split, self.eval_split)
+
+
+class DataSource(abc.ABC):
+    """A configured dataset: its `DatasetInfo` and its splits as torch datasets."""
+
+    info: DatasetInfo
+
+    @abc.abstractmethod
+    def dataset(self, split: str) -> Dataset:
+        """The named split; the train split carries the training augmentation, the eval split
+        the deterministic evaluation transform."""
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed NumPy and `random` in a loader worker from its torch seed (deterministic per run)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A `DataLoader` with deterministic shuffling and worker seeds, persistent workers and
+    pinned memory on CUDA. A ``sampler`` (e.g. a `DistributedSampler`) replaces shuffling."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.device(device).type == "cuda",
+        worker_init_fn=seed_worker,
+        generator=gen,
+        drop_last=drop_last,
+    )

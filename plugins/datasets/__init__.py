@@ -1,0 +1,1 @@
+"""Dataset plugins (filled in by the datasets work)."""
