@@ -1,32 +1,102 @@
-"""deqbench: a plugin-based solver and benchmark suite for deep equilibrium models."""
+"""deqbench: a plugin-based solver and benchmark suite for deep equilibrium models.
 
+The public names below are imported on first access (PEP 562), so ``import deqbench`` and
+``deqbench.hookimpl`` (what a plugin's entry module needs) cost no torch import; ``deqbench.DEQ``
+and the other torch-backed names import their module when first used.
+
+To add a public name: add ``"Name": "deqbench.module"`` to ``_LAZY`` (the module that defines
+it) and ``"Name"`` to ``__all__``; add it under ``TYPE_CHECKING`` too so type checkers see it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
 from importlib import metadata as _metadata
-
-from deqbench.cell import Cell
-from deqbench.deq import DEQ
-from deqbench.diagnostics import spectral_radius
-from deqbench.errors import ConfigError, DeqbenchError, PluginConflictError, UnknownNameError
-from deqbench.gradients import GradContext, GradientEstimator
-from deqbench.hookspecs import hookimpl
-from deqbench.memory import SavedTensorsMeter
-from deqbench.plugins import get_cell, get_gradient, get_registry, get_solver
-from deqbench.solvers import Monitor, Solver, SolverResult, Status
-from deqbench.state import StateSpec, pack, unpack
-from deqbench.stats import DEQStats, SolveStats
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = _metadata.version("deqbench")
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
+#: public name -> the module that defines it, imported on first access.
+_LAZY: dict[str, str] = {
+    "Cell": "deqbench.cell",
+    "DEQ": "deqbench.deq",
+    "CellContractError": "deqbench.deq",
+    "DEQSettings": "deqbench.models",
+    "Model": "deqbench.models",
+    "spectral_radius": "deqbench.diagnostics",
+    "ConfigError": "deqbench.errors",
+    "DeqbenchError": "deqbench.errors",
+    "PluginConflictError": "deqbench.errors",
+    "UnknownNameError": "deqbench.errors",
+    "GradContext": "deqbench.gradients",
+    "GradientEstimator": "deqbench.gradients",
+    "hookimpl": "deqbench.hookspecs",
+    "SavedTensorsMeter": "deqbench.memory",
+    "get_cell": "deqbench.plugins",
+    "get_gradient": "deqbench.plugins",
+    "get_registry": "deqbench.plugins",
+    "get_solver": "deqbench.plugins",
+    "Fn": "deqbench.solvers.base",
+    "Monitor": "deqbench.solvers",
+    "Solver": "deqbench.solvers",
+    "SolverResult": "deqbench.solvers",
+    "Status": "deqbench.solvers",
+    "StateSpec": "deqbench.state",
+    "pack": "deqbench.state",
+    "unpack": "deqbench.state",
+    "DEQStats": "deqbench.stats",
+    "SolveStats": "deqbench.stats",
+}
+
+if TYPE_CHECKING:
+    from deqbench.cell import Cell
+    from deqbench.deq import DEQ, CellContractError
+    from deqbench.diagnostics import spectral_radius
+    from deqbench.errors import ConfigError, DeqbenchError, PluginConflictError, UnknownNameError
+    from deqbench.gradients import GradContext, GradientEstimator
+    from deqbench.hookspecs import hookimpl
+    from deqbench.memory import SavedTensorsMeter
+    from deqbench.models import DEQSettings, Model
+    from deqbench.plugins import get_cell, get_gradient, get_registry, get_solver
+    from deqbench.solvers import Monitor, Solver, SolverResult, Status
+    from deqbench.solvers.base import Fn
+    from deqbench.state import StateSpec, pack, unpack
+    from deqbench.stats import DEQStats, SolveStats
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif importlib.util.find_spec(f"deqbench.{name}") is not None:
+        # A submodule (``deqbench.solvers``): the eager imports this file once made bound them.
+        value = importlib.import_module(f"deqbench.{name}")
+    else:
+        raise AttributeError(f"module 'deqbench' has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 __all__ = [
     "DEQ",
     "Cell",
+    "CellContractError",
     "ConfigError",
+    "DEQSettings",
     "DEQStats",
     "DeqbenchError",
+    "Fn",
     "GradContext",
     "GradientEstimator",
+    "Model",
     "Monitor",
     "PluginConflictError",
     "SavedTensorsMeter",

@@ -17,10 +17,14 @@ from typing import Any
 import pluggy
 
 from deqbench import hookspecs
-from deqbench.errors import PluginConflictError, UnknownNameError, did_you_mean
+from deqbench.errors import DeqbenchError, PluginConflictError, UnknownNameError, did_you_mean
 
 ENTRY_POINT_GROUP = "deqbench"
 CORE_PLUGIN = "deqbench"
+
+
+class PluginImportError(DeqbenchError):
+    """A ``"module:attr"`` entry whose target failed to import at first use."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,14 @@ class Entry:
         module, sep, attr = self.target.partition(":")
         if not sep:
             raise TypeError(f"{self.kind[:-1]} {self.name!r}: {self.target!r} is not module:attr")
-        return functools.reduce(getattr, attr.split("."), importlib.import_module(module))
+        try:
+            return functools.reduce(getattr, attr.split("."), importlib.import_module(module))
+        except Exception as exc:  # the plugin is broken, not the user's input: say which one
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+            raise PluginImportError(
+                f"{self.kind[:-1]} {self.name!r} of plugin {self.plugin!r}: "
+                f"cannot import {self.target!r} ({reason})"
+            ) from exc
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Gradient estimators: the interface and the built-ins (registered in `deqbench.builtins`)."""
 
+from deqbench.builtins import GRADIENTS, resolved
 from deqbench.gradients.base import GradContext, GradientEstimator
 from deqbench.gradients.ift import IFT
 from deqbench.gradients.jfb import JFB
@@ -13,13 +14,9 @@ from deqbench.gradients.reference import (
 )
 from deqbench.gradients.unrolled import Unrolled
 
-#: (name, factory, description) of the estimators the core registers through its own hooks.
-BUILTIN: tuple = (
-    ("ift", IFT, "exact implicit gradient: solves g = Jᵀg + v with any registered solver"),
-    ("jfb", JFB, "Jacobian-free: the gradient passes through one application of f"),
-    ("phantom", Phantom, "k damped unrolled steps from z* (options k, tau)"),
-    ("unrolled", Unrolled, "backprop through the whole forward iteration (explicit baseline)"),
-)
+#: (name, class, description) of the estimators the core registers through its own hooks; the
+#: names and descriptions come from `deqbench.builtins.GRADIENTS`, which is torch-free.
+BUILTIN = resolved(GRADIENTS)
 
 __all__ = [
     "BUILTIN",

@@ -1,5 +1,6 @@
 """Root solvers: the interface and the built-ins (registered in `deqbench.builtins`)."""
 
+from deqbench.builtins import SOLVERS, resolved
 from deqbench.solvers.anderson import Anderson
 from deqbench.solvers.base import Monitor, Solver, SolverResult, Status
 from deqbench.solvers.broyden import Broyden
@@ -7,13 +8,9 @@ from deqbench.solvers.fixed_point import FixedPoint
 from deqbench.solvers.gmres import GMRES
 from deqbench.solvers.workspace import Workspace
 
-#: (name, factory, description) of the solvers the core registers through its own hooks.
-BUILTIN = (
-    ("fixed-point", FixedPoint, "naive fixed-point iteration, optional damping"),
-    ("anderson", Anderson, "Anderson acceleration, window m, scale-free ridge"),
-    ("broyden", Broyden, "limited-memory good Broyden, fixed m pairs, optional line search"),
-    ("gmres", GMRES, "restarted GMRES(m), affine maps only (the implicit backward)"),
-)
+#: (name, class, description) of the solvers the core registers through its own hooks; the
+#: names and descriptions come from `deqbench.builtins.SOLVERS`, which is torch-free.
+BUILTIN = resolved(SOLVERS)
 
 __all__ = [
     "BUILTIN",
