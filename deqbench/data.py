@@ -24,6 +24,17 @@ from deqbench.errors import DeqbenchError
 class DatasetError(DeqbenchError):
     """A missing or malformed data root, or a corrupt file in it (the message names it)."""
 
+    def __init__(self, message: str = "") -> None:
+        # A DataLoader worker's error is re-raised in the parent as DatasetError("Caught
+        # DatasetError in DataLoader worker process N.\nOriginal Traceback ...\n...: <message>").
+        # Keep it one line: the original message, then where it was caught.
+        head, _, rest = message.partition("\nOriginal Traceback")
+        if rest and head.startswith("Caught "):
+            last = rest.rstrip().rsplit("\n", 1)[-1]
+            where = head.removeprefix("Caught ").removeprefix(type(self).__name__).strip(" .")
+            message = f"{last.partition(': ')[2] or last} ({where})"
+        super().__init__(message)
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
