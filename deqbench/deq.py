@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from deqbench.cell import Cell
+from deqbench.errors import DeqbenchError
 from deqbench.gradients.base import GradContext, GradientEstimator
 from deqbench.plugins import get_gradient, get_solver
 from deqbench.regularization import PROBES, jacobian_penalty
@@ -33,15 +34,61 @@ class BoundCell:
     injection: Any
 
 
+class CellContractError(DeqbenchError, TypeError):
+    """A cell's ``init_state`` or ``forward`` did not return a state tuple of tensors."""
+
+
+def _check_state(cell: Cell, method: str, value: Any, spec: StateSpec | None = None) -> None:
+    """One clear error naming the cell when ``value`` is not a ``(B, ...)`` tensor tuple
+    (a bare tensor would be packed row by row: a transposed problem, silently "converged")."""
+    name = type(cell).__name__
+    if not isinstance(value, tuple) or not value or not all(isinstance(t, Tensor) for t in value):
+        got = f"a bare {type(value).__name__}" if not isinstance(value, tuple) else "a tuple"
+        if isinstance(value, Tensor):
+            got += f" of shape {tuple(value.shape)}"
+        raise CellContractError(
+            f"cell {name}: {method} must return a non-empty tuple of tensors, one (B, ...) "
+            f"tensor per resolution (e.g. `return (z,)`), got {got}"
+        )
+    if spec is not None and StateSpec.of(value) != spec:
+        raise CellContractError(
+            f"cell {name}: {method} must return the state's shapes {list(spec.shapes)} "
+            f"(per sample), got {list(StateSpec.of(value).shapes)}"
+        )
+
+
+def _check_injection(cell: Cell, injection: Any, batch: int) -> None:
+    """The injection's tensors (a tensor or a tuple/list of them) must be ``(B, ...)``."""
+    parts = injection if isinstance(injection, (tuple, list)) else (injection,)
+    for t in parts:
+        if isinstance(t, Tensor) and (t.dim() == 0 or t.shape[0] != batch):
+            raise CellContractError(
+                f"cell {type(cell).__name__}: inject must return (B, ...) tensors with "
+                f"B = {batch} (one row per sample), got shape {tuple(t.shape)}"
+            )
+
+
 def bind(cell: Cell, x: Tensor) -> BoundCell:
-    """``reset()``, ``inject(x)`` and ``init_state`` once, and ``f`` over the packed state."""
+    """``reset()``, ``inject(x)`` and ``init_state`` once, and ``f`` over the packed state.
+
+    ``init_state``'s and ``forward``'s results are checked against the tuple contract (the
+    first application of ``f``; later ones only by shape, cheaply, inside `unpack`/`pack`).
+    """
     cell.reset()
     injection = cell.inject(x)
+    _check_injection(cell, injection, x.shape[0])
     state = cell.init_state(injection)
+    _check_state(cell, "init_state", state)
     spec = StateSpec.of(state)
+    checked = False
 
     def f(z: Tensor) -> Tensor:
-        return pack(cell(unpack(z, spec), injection))
+        nonlocal checked
+        out = cell(unpack(z, spec), injection)
+        if not checked:
+            _check_state(cell, "forward", out, spec)
+            checked = True
+        return pack(out)
 
     return BoundCell(f, pack(state).detach(), spec, injection)
 

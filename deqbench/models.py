@@ -77,7 +77,17 @@ class Model(nn.Module):
     """
 
     task: ClassVar[str] = "classification"
-    deq: DEQ | None = None
+
+    # A property, not a class attribute `deq = None`: nn.Module keeps submodules in
+    # `_modules`, so a class attribute would hide an assigned DEQ layer from `self.deq`.
+    @property
+    def deq(self) -> DEQ | None:
+        """The model's DEQ layer (assign one as ``self.deq = DEQ(...)``); None if explicit."""
+        return self._modules.get("deq")
+
+    @deq.setter
+    def deq(self, value: DEQ | None) -> None:  # reached only for None (nn.Module takes modules)
+        self._modules["deq"] = value
 
     @property
     def implicit(self) -> bool:

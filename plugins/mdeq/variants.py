@@ -1,0 +1,256 @@
+"""The published MDEQ variants (and a small CPU one) as registered models.
+
+Each factory follows `deqbench.models`' contract. The DEQ layer is built with
+``deq.build(cell, f_max_iter=<variant cap>, b_max_iter=<variant cap>)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deqbench.errors import ConfigError, did_you_mean
+from deqbench.models import DEQSettings, Model
+from deqbench.plugins import get_registry
+from deqbench.state import State
+from deqbench.stats import DEQStats
+from deqbench_plugins.mdeq.cell import MDEQCell
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One MDEQ configuration (see docs/writing-a-model-plugin.md and the reference table)."""
+
+    channels: tuple[int, ...]
+    expansion: int
+    head: str  #: default head: "classification" or "segmentation"
+    head_channels: tuple[int, ...] = ()
+    final_channels: int = 0
+    unroll: int = 10  #: L of the unrolled warm-up
+    dropout: float = 0.0
+    f_cap: int = 18
+    b_cap: int = 20
+    stem_stride: int = 1
+    injection_layer: bool = True
+    params_m: float = 0.0  #: the public configs' trainable parameters, millions (0: not published)
+
+
+_SMALL = (32, 64, 128, 256)
+_LARGE = (80, 160, 320, 640)
+_XL = (88, 176, 352, 704)
+
+VARIANTS: dict[str, Variant] = {
+    "cifar-tiny": Variant(
+        (24, 24), 5, "classification", (8, 16), 200, 10, 0.25, 18, 20, 1, False, 0.16
+    ),
+    "cifar-large": Variant(
+        _SMALL, 5, "classification", (14, 28, 56, 112), 1680, 10, 0.30, 18, 20, 1, True, 11.1
+    ),
+    "imagenet-small": Variant(
+        _SMALL, 5, "classification", (24, 48, 96, 192), 2048, 5, 0.0, 26, 27, 2, True, 16.8
+    ),
+    "imagenet-large": Variant(
+        _LARGE, 5, "classification", (32, 64, 128, 256), 2048, 4, 0.0, 26, 27, 2, True, 67.1
+    ),
+    "imagenet-xl": Variant(
+        _XL, 6, "classification", (32, 64, 128, 256), 2048, 4, 0.0, 27, 27, 2, True, 90.5
+    ),
+    "cityscapes-small": Variant(
+        _SMALL,
+        5,
+        "segmentation",
+        unroll=3,
+        dropout=0.05,
+        f_cap=27,
+        b_cap=30,
+        stem_stride=2,
+        params_m=9.0,
+    ),
+    "cityscapes-large": Variant(
+        _LARGE,
+        5,
+        "segmentation",
+        unroll=3,
+        dropout=0.03,
+        f_cap=26,
+        b_cap=26,
+        stem_stride=2,
+        params_m=56.0,
+    ),
+    "cityscapes-xl": Variant(
+        _XL,
+        6,
+        "segmentation",
+        unroll=3,
+        dropout=0.04,
+        f_cap=26,
+        b_cap=26,
+        stem_stride=2,
+        params_m=79.6,
+    ),
+    # Not from the paper: sized for the CPU quick start (32x32 digits in well under a minute).
+    # The stem halves twice (32x32 digits hold 8x8 of information), so the solver runs at 8x8.
+    "cpu-small": Variant((16, 32), 2, "classification", (8, 16), 64, 6, 0.0, 8, 8, 2, True),
+}
+
+
+def variant(name: str) -> Variant:
+    """The named variant; an unknown name gives a "did you mean" error."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ConfigError(f"no MDEQ variant {name!r}{did_you_mean(name, list(VARIANTS))}") from None
+
+
+def build_head(
+    name: str | None,
+    cfg: Variant,
+    channels: tuple[int, ...],
+    num_classes: int,
+    options: Mapping[str, Any] | None,
+) -> nn.Module:
+    """The named registered head (the variant's own when None), with the variant's widths as
+    defaults of the classification head."""
+    name = name or cfg.head
+    kwargs: dict[str, Any] = {}
+    if name == "classification" and cfg.head_channels:
+        kwargs = {"head_channels": cfg.head_channels, "final_channels": cfg.final_channels}
+    kwargs.update(options or {})
+    return get_registry().get("heads", name).obj(channels, num_classes, **kwargs)
+
+
+def build_cell(
+    cfg: Variant, in_channels: int, image_size: int | None, dropout: float | None
+) -> MDEQCell:
+    return MDEQCell(
+        cfg.channels,
+        cfg.expansion,
+        cfg.dropout if dropout is None else dropout,
+        in_channels=in_channels,
+        stem_stride=cfg.stem_stride,
+        injection_layer=cfg.injection_layer,
+        image_size=image_size or 32,
+    )
+
+
+class MDEQModel(Model):
+    """An MDEQ: the cell (with its stem) in a DEQ layer, then a head.
+
+    ``set_unrolled(True)`` makes training forwards apply the cell ``unroll`` times from zero
+    (a weight-tied explicit stack, ordinary backprop); evaluation always solves for the
+    equilibrium. Segmentation logits are upsampled to the input size.
+    """
+
+    def __init__(
+        self, cell: MDEQCell, head: nn.Module, deq: DEQSettings, cfg: Variant, unroll: int
+    ) -> None:
+        super().__init__()
+        self.deq = deq.build(cell, f_max_iter=cfg.f_cap, b_max_iter=cfg.b_cap)
+        self.head = head
+        self.task = getattr(head, "task", "classification")
+        self.unroll = unroll
+        self._unrolled = False
+
+    @property
+    def cell(self) -> MDEQCell:
+        return self.deq.cell
+
+    @property
+    def unrolled(self) -> bool:
+        return self._unrolled
+
+    def set_unrolled(self, unrolled: bool) -> None:
+        self._unrolled = bool(unrolled)
+
+    def features(self, x: Tensor) -> State:
+        """The cell's state: unrolled ``unroll`` times while warming up in training, else the
+        DEQ layer's equilibrium."""
+        if self._unrolled and self.training:
+            self.deq.stats = DEQStats()  # no solve ran: report none rather than a stale one
+            return unroll(self.cell, x, self.unroll)
+        return self.deq(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.head(self.features(x))
+        if self.task == "segmentation" and logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+
+def unroll(cell: MDEQCell, x: Tensor, depth: int) -> State:
+    """``depth`` applications of the cell from its zero state, with ordinary autograd."""
+    cell.reset()
+    injection = cell.inject(x)
+    z = cell.init_state(injection)
+    for _ in range(depth):
+        z = cell(z, injection)
+    return z
+
+
+def build_mdeq(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int | None = None,
+    head: str | None = None,
+    head_options: Mapping[str, Any] | None = None,
+    deq: DEQSettings | None = None,
+    dropout: float | None = None,
+    unroll: int | None = None,
+) -> MDEQModel:
+    """The MDEQ variant ``name`` (a key of `VARIANTS`)."""
+    cfg = variant(name)
+    cell = build_cell(cfg, in_channels, image_size, dropout)
+    head_module = build_head(head, cfg, cell.channels, num_classes, head_options)
+    depth = cfg.unroll if unroll is None else int(unroll)
+    return MDEQModel(cell, head_module, deq or DEQSettings(), cfg, depth)
+
+
+def _factory(name: str):
+    def factory(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int | None = None,
+        head: str | None = None,
+        head_options: Mapping[str, Any] | None = None,
+        deq: DEQSettings | None = None,
+        dropout: float | None = None,
+        unroll: int | None = None,
+    ) -> MDEQModel:
+        return build_mdeq(
+            name,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            head=head,
+            head_options=head_options,
+            deq=deq,
+            dropout=dropout,
+            unroll=unroll,
+        )
+
+    factory.__name__ = factory.__qualname__ = "mdeq_" + name.replace("-", "_")
+    factory.__doc__ = f"MDEQ {name} (options: dropout, unroll L of the warm-up)."
+    return factory
+
+
+mdeq_cifar_tiny = _factory("cifar-tiny")
+mdeq_cifar_large = _factory("cifar-large")
+mdeq_imagenet_small = _factory("imagenet-small")
+mdeq_imagenet_large = _factory("imagenet-large")
+mdeq_imagenet_xl = _factory("imagenet-xl")
+mdeq_cityscapes_small = _factory("cityscapes-small")
+mdeq_cityscapes_large = _factory("cityscapes-large")
+mdeq_cityscapes_xl = _factory("cityscapes-xl")
+mdeq_cpu_small = _factory("cpu-small")
+
+
+def mdeq_cell(**options: Any) -> MDEQCell:
+    """The registered ``mdeq`` cell (`MDEQCell`'s options)."""
+    return MDEQCell(**options)
