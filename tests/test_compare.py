@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
+import math
+
 import pandas as pd
 import pytest
 
 from deqbench.cli import main
-from deqbench.compare import compare_reports, compare_solvers
+from deqbench.compare import compare, compare_pairs, compare_reports, compare_solvers
 from deqbench.errors import ConfigError
+from deqbench.results import TRAIN_COLUMNS
 
 
 def _row(solver, problem="p", nfe=10, ms=2.0, **extra):
@@ -61,3 +66,319 @@ def test_compare_cli(cli, tmp_path):
     assert pd.read_csv(tmp_path / "c.csv")["nfe_ratio"].tolist() == [0.5]
     bad = cli.invoke(main, ["compare", str(a)])
     assert bad.exit_code == 2 and "one report with --pair" in bad.output
+
+
+# ----------------------------------------------------------------------------- solve reports
+
+
+def _smoke_report(nfe_by_run, smoke_max_iter=None):
+    """A `--limit 2` solve report of 3 solvers × max_iter 40/100: in old reports the smoke run
+    rewrote max_iter, so the 40- and 100-iteration rows have equal identity columns."""
+    rows = []
+    for run, nfe in enumerate(nfe_by_run):
+        solver = ["fixed-point", "anderson", "broyden"][run // 2]
+        declared = [40, 100][run % 2]
+        extra = {"smoke_max_iter": 2} if smoke_max_iter else {}
+        row = _row(solver, nfe=nfe, ms=1.0 + run, run=run, **extra)
+        row["max_iter"] = declared if smoke_max_iter else 2
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_colliding_solve_keys_match_one_to_one_on_the_run_index():
+    a = _smoke_report([1, 2, 3, 4, 5, 6])
+    b = _smoke_report([2, 2, 6, 4, 5, 12])
+    out = compare(a, b)
+    assert len(out.table) == 6  # not 12: rows are not cross-joined
+    assert "run" in out.keys and any("'run'" in note for note in out.notes)
+    assert out.table.set_index("run")["nfe_ratio"].to_dict() == {
+        "0": 2.0,
+        "1": 1.0,
+        "2": 2.0,
+        "3": 1.0,
+        "4": 1.0,
+        "5": 2.0,
+    }
+    assert out.table.set_index("run")["solve_ms_median_ratio"].tolist() == [1.0] * 6
+
+
+def test_declared_max_iter_with_a_cap_column_needs_no_run_index():
+    a = _smoke_report([1, 2, 3, 4, 5, 6], smoke_max_iter=True)
+    b = _smoke_report([2, 2, 6, 4, 5, 12], smoke_max_iter=True)
+    b["run"] = b["run"] + 10  # another suite order: the identity columns alone must match
+    out = compare(a, b)
+    assert "run" not in out.keys and "smoke_max_iter" in out.keys and not out.notes
+    got = out.table.set_index(["solver", "max_iter"])["nfe_ratio"].to_dict()
+    assert got[("anderson", "40")] == 2.0 and got[("broyden", "100")] == 2.0
+    assert got[("fixed-point", "100")] == 1.0 and len(got) == 6
+
+
+def test_rows_that_stay_ambiguous_are_refused(cli, tmp_path):
+    twice = pd.concat([_smoke_report([1, 2]), _smoke_report([1, 2])])  # appended twice: 0 1 0 1
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    twice.to_csv(a, index=False)
+    _smoke_report([1, 2]).to_csv(b, index=False)
+    result = cli.invoke(main, ["compare", str(a), str(b)])
+    assert result.exit_code == 2, result.output
+    assert "a.csv: 2 rows share the identity" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["name,value\nx,1\ny,2\n", "", "just one line of prose, with a comma\n", "\x00\xff\xfe"],
+)
+def test_not_a_report_is_one_line_exit_2(cli, tmp_path, text):
+    other = tmp_path / "other.csv"
+    other.write_bytes(text.encode("latin-1"))
+    good = tmp_path / "good.csv"
+    pd.DataFrame([_row("anderson")]).to_csv(good, index=False)
+    for args in ([str(other), str(good)], [str(good), str(other)], [str(other), "--pair", "a:b"]):
+        result = cli.invoke(main, ["compare", *args])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "other.csv" in lines[0] and "not a deqbench report" in lines[0]
+
+
+def test_solve_and_training_reports_do_not_mix():
+    with pytest.raises(ConfigError, match="one is a solve report, the other a training one"):
+        compare(pd.DataFrame([_row("anderson")]), _train(TRAIN_A[:1]))
+
+
+# ----------------------------------------------------------------------------- training reports
+
+
+def _train(specs):
+    """Training report rows (all `TRAIN_COLUMNS`) from short specs."""
+    rows = []
+    for i, spec in enumerate(specs):
+        row = dict.fromkeys(TRAIN_COLUMNS)
+        explicit = spec.get("model") == "resnet18"
+        row.update(
+            run=i,
+            suite="digits",
+            kind="train",
+            model="mdeq-cpu-small",
+            head="",
+            dataset="digits",
+            image_size=32,
+            batch_size=64,
+            solver="anderson",
+            solver_options="{}",
+            gradient="ift",
+            gradient_options="{}",
+            f_max_iter=18,
+            f_tol=1e-3,
+            b_max_iter=20,
+            model_options="{}",
+            options="{}",
+            seed=0,
+            precision="fp32",
+            max_steps=None,
+            status="completed",
+            error="",
+            device="cpu",
+        )
+        if explicit:
+            row.update(
+                dict.fromkeys(
+                    [
+                        "solver",
+                        "solver_options",
+                        "gradient",
+                        "gradient_options",
+                        "f_max_iter",
+                        "f_tol",
+                        "b_max_iter",
+                    ]
+                )
+            )
+        row.update(spec)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TRAIN_COLUMNS))
+
+
+def _done(top1, step_ms, saved, nfe, **extra):
+    return {
+        "eval_top1": top1,
+        "step_ms_median": step_ms,
+        "images_per_s": 64_000 / step_ms,
+        "saved_mb": saved,
+        "f_nfe_mean": nfe,
+        **extra,
+    }
+
+
+TRAIN_A = [
+    {"gradient": "ift", **_done(80.0, 100.0, 10.0, 12.0, b_nfe_mean=15.0)},
+    {"gradient": "jfb", **_done(78.0, 80.0, 5.0, 12.0)},
+    {"solver": "broyden", "status": "error", "error": "boom"},
+    {"model": "resnet18", **_done(85.0, 50.0, 40.0, None)},
+    {"solver": "fixed-point", **_done(70.0, 90.0, 10.0, 30.0)},  # only in A
+]
+TRAIN_B = [
+    {"gradient": "jfb", **_done(78.5, 84.0, 5.0, 12.0)},  # order differs from A
+    {"gradient": "ift", **_done(78.5, 120.0, 10.0, 13.2, b_nfe_mean=15.0)},
+    {"solver": "broyden", **_done(79.0, 100.0, 10.0, 11.0)},  # fixed
+    {"model": "resnet18", "status": "diverged", "error": "NaN loss at step 3"},  # newly failed
+    {"gradient": "phantom", **_done(77.0, 70.0, 6.0, 12.0)},  # only in B
+]
+
+
+def test_training_reports_ratios_points_marks_and_one_sided_runs():
+    out = compare(_train(TRAIN_A), _train(TRAIN_B), names=("a.csv", "b.csv"))
+    assert out.kind == "train" and "run" not in out.keys and not out.notes
+    t = out.table.set_index(["model", "solver", "gradient"])
+    ift, jfb = (
+        t.loc[("mdeq-cpu-small", "anderson", "ift")],
+        t.loc[("mdeq-cpu-small", "anderson", "jfb")],
+    )
+    assert ift["step_ms_median_ratio"] == pytest.approx(1.2)
+    assert ift["images_per_s_ratio"] == pytest.approx(1 / 1.2)
+    assert ift["f_nfe_mean_ratio"] == pytest.approx(1.1) and ift["b_nfe_mean_ratio"] == 1.0
+    assert ift["saved_mb_ratio"] == 1.0 and ift["eval_top1_diff"] == pytest.approx(-1.5)
+    # worse: 1.2 > 1.1 (time), throughput 0.83 < 1/1.1, a 1.5-point drop > 1 point; NFE 1.1 is
+    # not beyond the factor.
+    assert ift["worse"].split(";") == ["eval_top1", "step_ms_median", "images_per_s"]
+    assert jfb["step_ms_median_ratio"] == pytest.approx(1.05) and jfb["worse"] == ""
+    assert jfb["eval_top1_diff"] == pytest.approx(0.5)
+    broyden = t.loc[("mdeq-cpu-small", "broyden", "ift")]
+    assert broyden["change"] == "fixed" and broyden["worse"] == ""
+    assert math.isnan(broyden["eval_top1_diff"])  # nothing to compare against
+    resnet = out.table[out.table["model"] == "resnet18"].iloc[0]
+    assert resnet["solver"] == "" and resnet["change"] == "newly failed"
+    assert resnet["worse"] == "newly failed"
+    assert out.regressions == 2
+    assert out.only_a[["solver", "gradient"]].values.tolist() == [["fixed-point", "ift"]]
+    assert out.only_b[["solver", "gradient"]].values.tolist() == [["anderson", "phantom"]]
+    # Looser thresholds: only the failure is left.
+    loose = compare(_train(TRAIN_A), _train(TRAIN_B), factor=1.25, drop=2.0)
+    assert loose.regressions == 1
+
+
+def test_training_repeats_are_told_apart_by_seed_and_swept_options_by_options():
+    a = _train([{"seed": 0, "eval_top1": 50.0}, {"seed": 1, "eval_top1": 60.0}])
+    b = _train([{"seed": 1, "eval_top1": 61.0}, {"seed": 0, "eval_top1": 52.0}])
+    assert compare(a, b).table.set_index("seed")["eval_top1_diff"].to_dict() == {"0": 2.0, "1": 1.0}
+    lr = [{"options": '{"recipe.lr": 0.01}'}, {"options": '{"recipe.lr": 0.001}'}]
+    a = _train([{**lr[0], "eval_top1": 50.0}, {**lr[1], "eval_top1": 60.0}])
+    b = _train([{**lr[1], "eval_top1": 58.0}, {**lr[0], "eval_top1": 50.0}])
+    out = compare(a, b)
+    assert "options" in out.keys and "run" not in out.keys
+    assert out.table.set_index("options")["eval_top1_diff"].to_dict() == {
+        '{"recipe.lr": 0.01}': 0.0,
+        '{"recipe.lr": 0.001}': -2.0,
+    }
+
+
+def _write(tmp_path, name, frame, **meta):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    base = {
+        "python": "3.11.9",
+        "torch": "2.5.0",
+        "deqbench": "0.1.0",
+        "platform": "Linux-x",
+        "device": "cpu",
+        "device_name": "x86_64",
+        "cpu_count": 2,
+        "git_commit": name,
+        "plugins": {"deqbench-mdeq": "0.1.0"},
+    }
+    (tmp_path / (path.stem + ".meta.json")).write_text(json.dumps({**base, **meta}))
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "csv"])
+def test_compare_cli_training_every_format(cli, tmp_path, fmt):
+    a = _write(tmp_path, "a.csv", _train(TRAIN_A))
+    b = _write(tmp_path, "b.csv", _train(TRAIN_B))
+    args = ["compare", a, b, "--format", fmt]
+    ok = cli.invoke(main, args)
+    assert ok.exit_code == 0, ok.output
+    assert "warning" not in ok.output  # same machine, device and versions; commits may differ
+    failing = cli.invoke(main, [*args, "--fail-on-regression"])
+    assert failing.exit_code == 1 and "2 run(s) got worse" in failing.stderr
+    loose = ["--fail-on-regression", "--factor", "1.25", "--drop", "2"]
+    assert cli.invoke(main, [*args, *loose]).exit_code == 1  # the newly failed run stays
+    if fmt == "csv":
+        frame = pd.read_csv(io.StringIO(ok.stdout), keep_default_na=False, na_values=[""])
+        assert frame["side"].tolist() == ["both"] * 4 + ["only a", "only b"]
+        ift = frame[
+            (frame.side == "both") & (frame.gradient == "ift") & (frame.solver == "anderson")
+        ]
+        assert ift["step_ms_median_ratio"].item() == pytest.approx(1.2)
+        assert ift["eval_top1_diff"].item() == pytest.approx(-1.5)
+        assert ift["worse"].item() == "eval_top1;step_ms_median;images_per_s"
+        assert frame[frame.model == "resnet18"]["change"].item() == "newly failed"
+        assert frame[frame.side == "only b"][["gradient", "status_b"]].values.tolist() == [
+            ["phantom", "completed"]
+        ]
+        return
+    text = ok.stdout
+    assert "only in " + a in text and "only in " + b in text
+    assert "1.2 ✗" in text and "-1.50 ✗" in text and "0.833 ✗" in text  # marked worse
+    assert "+0.50" in text and "1.05" in text and "1.05 ✗" not in text
+    assert "completed → diverged (newly failed)" in text and "error → completed (fixed)" in text
+    assert "4 runs matched, 2 got worse, 1 newly failed, 1 fixed, 1 only in" in text
+    if fmt == "markdown":
+        lines = text.splitlines()
+        header = next(line for line in lines if line.startswith("| model"))
+        assert header.startswith("| model | solver | gradient | status | top-1 Δpt | step ms b/a")
+        assert lines[lines.index(header) + 1].startswith("| --- |")
+
+
+def test_compare_warns_on_different_machines_devices_and_versions(cli, tmp_path):
+    a = _write(tmp_path, "a.csv", _train(TRAIN_A))
+    b = _write(
+        tmp_path,
+        "b.csv",
+        _train(TRAIN_B),
+        device="cuda:0",
+        device_name="NVIDIA H100",
+        torch="2.6.0",
+        plugins={"deqbench-mdeq": "0.2.0"},
+    )
+    result = cli.invoke(main, ["compare", a, b])
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3
+    assert "different machine: device_name 'x86_64' vs 'NVIDIA H100'" in warnings[0]
+    assert "different device: device 'cpu' vs 'cuda:0'" in warnings[1]
+    assert (
+        "torch '2.5.0' vs '2.6.0'" in warnings[2]
+        and "plugin deqbench-mdeq 0.1.0 vs 0.2.0" in warnings[2]
+    )
+    (tmp_path / "b.meta.json").unlink()
+    result = cli.invoke(main, ["compare", a, b])
+    assert result.exit_code == 0 and "no b.meta.json beside" in result.stderr
+
+
+def test_training_solver_pairs_in_one_report(cli, tmp_path):
+    report = _train(
+        [
+            {"solver": "anderson", **_done(80.0, 100.0, 10.0, 12.0)},
+            {"solver": "broyden", **_done(79.0, 150.0, 10.0, 9.0)},
+            {"solver": "anderson", "gradient": "jfb", **_done(78.0, 80.0, 5.0, 12.0)},
+        ]
+    )
+    out = compare_pairs(report, [("anderson", "broyden")])
+    assert len(out.table) == 1 and out.table["solver"].item() == "broyden / anderson"
+    assert out.table["f_nfe_mean_ratio"].item() == 0.75
+    assert (
+        out.table["eval_top1_diff"].item() == -1.0
+        and out.table["worse"].item() == "step_ms_median;images_per_s"
+    )
+    assert out.only_a["gradient"].tolist() == ["jfb"]
+    path = _write(tmp_path, "r.csv", report)
+    result = cli.invoke(
+        main, ["compare", path, "--pair", "anderson:broyden", "--fail-on-regression"]
+    )
+    assert result.exit_code == 1, result.output
+
+
+def test_no_runs_in_common_is_an_error(cli, tmp_path):
+    a = _write(tmp_path, "a.csv", _train(TRAIN_A[:1]))
+    b = _write(tmp_path, "b.csv", _train(TRAIN_B[4:]))
+    result = cli.invoke(main, ["compare", a, b])
+    assert result.exit_code == 2 and "have no runs in common (1 runs only in" in result.output
