@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from deqbench.errors import DeqbenchError
@@ -38,7 +38,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DeqbenchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a message quoting "[anderson]" or "problems[0]" is not rich markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(2)
 
 
@@ -56,7 +57,13 @@ def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
     from deqbench.suite import load_suite
 
     suite = load_suite(suite_file, overrides)
+    _warn(suite)
     console.print(f"{suite_file}: ok, suite {suite.name!r} expands to {len(suite.runs)} runs")
+
+
+def _warn(suite) -> None:
+    for line in getattr(suite, "warnings", ()):
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
 @main.command()
@@ -66,6 +73,20 @@ def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--device", help="cpu, cuda, cuda:N or auto (overrides suite.device).")
 @click.option("--limit", type=click.IntRange(min=1), help="Smoke run: cap iterations at N.")
 @click.option("--only", multiple=True, metavar="PROBLEM", help="Run only these problems.")
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), help="Training smoke run: at most N steps per run."
+)
+@click.option(
+    "--max-eval-batches",
+    type=click.IntRange(min=1),
+    help="Training smoke run: evaluate on at most N batches.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Run only share I of N of the runs (run index % N = I-1); merge the shares' "
+    "reports with deqbench merge.",
+)
 def run(
     suite_file: Path,
     out: Path | None,
@@ -73,32 +94,168 @@ def run(
     device: str | None,
     limit: int | None,
     only: tuple[str, ...],
+    max_steps: int | None,
+    max_eval_batches: int | None,
+    shard: str | None,
 ) -> None:
     """Run a suite and write its report (CSV, traces and metadata)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deqbench.results import check_out
     from deqbench.runner import resolve_device, run_suite
+    from deqbench.shard import fingerprint, parse_shard
     from deqbench.suite import load_suite, select, smoke
 
+    share = parse_shard(shard) if shard else None
     suite = load_suite(suite_file, overrides)
+    _warn(suite)
+    if out is not None:
+        check_out(out)
+    settings = dict(limit=limit, only=tuple(sorted(only)), max_steps=max_steps)
+    settings["max_eval_batches"] = max_eval_batches
+    suite_hash = fingerprint(suite, settings) if share else ""
+    if getattr(suite, "kind", "solve") == "train":
+        if limit or only:
+            from deqbench.errors import ConfigError
+
+            raise ConfigError(
+                f"{suite_file}: --limit and --only apply to solve suites; a training suite "
+                "takes --max-steps and --max-eval-batches"
+            )
+        suite, meta, out = _take_share(suite, share, suite_hash, out)
+        _run_train(suite, out, device, max_steps, max_eval_batches, meta)
+        return
     if only:
         suite = select(suite, only)
     if limit:
         suite = smoke(suite, limit)
+    suite, meta, out = _take_share(suite, share, suite_hash, out)
     dev = resolve_device(device or suite.spec.suite.device)
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("reports") / f"{suite.name}-{stamp}.csv"
+        out = check_out(Path("reports") / f"{suite.name}-{stamp}.csv")
     console.print(f"suite [bold]{suite.name}[/]: {len(suite.runs)} runs on {dev} → {out}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(suite.name, total=len(suite.runs))
-        outcome = run_suite(suite, out, dev, on_row=lambda row: bar.advance(task))
+        outcome = run_suite(suite, out, dev, on_row=lambda row: bar.advance(task), meta=meta)
     console.print(results_table(outcome.rows))
+    if any(row.get("noisy") for row in outcome.rows):
+        err_console.print(f"[yellow]warning:[/] {NOISY_NOTE}", highlight=False)
     console.print(f"wrote {out} (+ .traces.csv, .meta.json)")
     if outcome.interrupted:
         sys.exit(130)
     if outcome.failed:
         err_console.print(f"[red]{outcome.failed} run(s) failed[/]; see the error column")
         sys.exit(1)
+
+
+def _take_share(suite, share, suite_hash: str, out: Path | None):
+    """The suite's runs of ``share`` (all runs when None), the keys its meta.json adds and its
+    report path: by default ``reports/<suite>-<time>-shard-I-of-N.csv``."""
+    if share is None:
+        return suite, None, out
+    from deqbench.results import COLUMNS, TRAIN_COLUMNS, check_out
+    from deqbench.shard import share_meta, take_share
+
+    meta = share_meta(suite, share, suite_hash)
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = check_out(Path("reports") / f"{suite.name}-{stamp}{share.suffix}.csv")
+    part = take_share(suite, share)
+    console.print(
+        f"share {share} of suite [bold]{suite.name}[/]: {len(part.runs)} of its "
+        f"{len(suite.runs)} runs"
+    )
+    if not part.runs:  # N above the run count: the share still leaves a report to merge
+        err_console.print(f"[yellow]warning:[/] share {share} holds none of the suite's runs")
+        columns = TRAIN_COLUMNS if getattr(suite, "kind", "solve") == "train" else COLUMNS
+        out.write_text(",".join(columns) + "\n", encoding="utf-8")
+    return part, meta, out
+
+
+def _run_train(
+    suite,
+    out: Path | None,
+    device: str | None,
+    max_steps: int | None,
+    max_eval: int | None,
+    meta: dict | None = None,
+) -> None:
+    from deqbench.display import TrainDisplay
+    from deqbench.runner import resolve_device, run_suite
+    from deqbench.train_suite import smoke_train
+
+    if max_steps or max_eval:
+        suite = smoke_train(suite, max_steps, max_eval)
+    dev = resolve_device(device or suite.spec.suite.device)
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("reports") / f"{suite.name}-{stamp}.csv"
+    console.print(f"suite [bold]{suite.name}[/]: {len(suite.runs)} training runs on {dev} → {out}")
+    with TrainDisplay(console, suite.name, len(suite.runs)) as display:
+        outcome = run_suite(
+            suite, out, dev, on_row=display.run_finished, observer=display, meta=meta
+        )
+    console.print(train_table(outcome.rows))
+    total = sum(row["wall_s"] for row in outcome.rows)
+    console.print(f"wrote {out} (+ .steps.csv, .traces.csv, .meta.json) in {total:.0f} s")
+    if outcome.interrupted:
+        sys.exit(130)
+    if outcome.failed:
+        err_console.print(f"[red]{outcome.failed} run(s) failed[/]; see the error column")
+        sys.exit(1)
+
+
+#: The final table of a training suite: row key → title (columns no row fills are dropped).
+_TRAIN = {
+    "model": "model",
+    "solver": "solver",
+    "gradient": "gradient",
+    "options": "options",
+    "seed": "seed",
+    "status": "status",
+    "eval_top1": "top-1 %",
+    "eval_miou": "mIoU %",
+    "eval_pixel_acc": "pixel %",
+    "f_nfe_mean": "f NFE",
+    "f_rel_residual_final": "f res",
+    "b_nfe_mean": "b NFE",
+    "step_ms_median": "step ms",
+    "saved_mb": "saved MB",
+    "peak_mb": "peak MB",
+    "train_s": "train s",
+}
+#: Run options already shown in their own column.
+_SHOWN_OPTIONS = ("model.name", "deq.solver", "deq.gradient")
+
+
+def _train_cells(row: dict) -> dict:
+    cells = dict(row)
+    options = json.loads(row["options"]) if isinstance(row.get("options"), str) else {}
+    rest = {k.split(".")[-1]: v for k, v in options.items() if k not in _SHOWN_OPTIONS}
+    cells["options"] = " ".join(f"{k}={v}" for k, v in rest.items())
+    cuda = row.get("peak_mem_mb")
+    cells["peak_mb"] = cuda if _cell(cuda) != "–" else row.get("rss_peak_mb")
+    return cells
+
+
+def train_table(rows: list[dict]) -> Table:
+    """The final table of a training suite (the CSV has every column). ``peak MB`` is the
+    CUDA peak allocated, or the CPU run's peak resident memory; ``options`` and ``seed`` are
+    shown only when they vary."""
+    cells = [_train_cells(r) for r in rows]
+    keys = {k: v for k, v in _TRAIN.items() if any(_cell(c.get(k)) not in ("–", "") for c in cells)}
+    for key in ("options", "seed"):
+        if key in keys and len({_cell(c.get(key)) for c in cells}) < 2:
+            del keys[key]
+    table = Table()
+    for title in keys.values():
+        table.add_column(title, overflow="fold")
+    colour = {"completed": None, "diverged": "yellow"}
+    for c in cells:
+        table.add_row(*(_cell(c.get(k)) for k in keys), style=colour.get(c["status"], "red"))
+    return table
 
 
 # Run-defining columns, shown only when they differ between rows.
@@ -142,8 +299,25 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+NOISY_NOTE = (
+    "a figure marked ! spread too widely to trust (IQR over 10 % of its median; the CSV's "
+    "noisy column names it): rerun it on a quieter machine or with more repeats"
+)
+
+
+def _noisy(row: dict) -> set[str]:
+    from deqbench.results import noisy_figures
+
+    listed = row.get("noisy")
+    noisy = set((listed if isinstance(listed, str) else noisy_figures(row)).split())
+    if "bare_ms_median" in noisy:  # the ratio's denominator: a noisy bare loop skews it
+        noisy.add("overhead_per_nfe")
+    return noisy
+
+
 def results_table(rows: list[dict]) -> Table:
-    """A rich table of the columns a reader scans first; the CSV has them all."""
+    """A rich table of the columns a reader scans first; the CSV has them all. A figure whose
+    spread is too wide to trust (`deqbench.results.noisy_figures`) is marked ``!``."""
     gradients = any(_cell(r.get("gradient")) not in ("–", "") for r in rows)
     varying = {k: v for k, v in _SETTINGS.items() if len({_cell(r.get(k)) for r in rows}) > 1}
     columns = {
@@ -160,7 +334,9 @@ def results_table(rows: list[dict]) -> Table:
         table.add_column(title, overflow="fold")
     colour = {"converged": None, "max_iter": "yellow"}
     for row in rows:
-        table.add_row(*(_cell(row.get(k)) for k in shown), style=colour.get(row["status"], "red"))
+        noisy = _noisy(row)
+        cells = (_cell(row.get(k)) + ("!" if k in noisy else "") for k in shown)
+        table.add_row(*cells, style=colour.get(row["status"], "red"))
     return table
 
 
@@ -185,6 +361,10 @@ def list_(kind: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
+    if kind is not None and not any(item["kind"] == kind for item in items):
+        _nothing_registered(registry, kind)
+        if not items:
+            return
     table = Table("kind", "name", "plugin", "description")
     for item in items:
         style = "red" if item["kind"] == "plugin-error" else None
@@ -201,30 +381,139 @@ def list_(kind: str | None, as_json: bool) -> None:
     metavar="A:B",
     help="With one report: compare solver B against solver A, run by run.",
 )
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write ratios CSV.")
-def compare(reports: tuple[str, ...], pairs: tuple[str, ...], out: Path | None) -> None:
-    """Compare two reports (B / A per run), or solver pairs within one report."""
-    from deqbench.compare import compare_reports, compare_solvers, parse_pair
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the CSV here."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rich", "markdown", "csv"]),
+    default="rich",
+    show_default=True,
+    help="Output: a table, a markdown table (for a PR), or CSV on stdout.",
+)
+@click.option(
+    "--factor",
+    type=click.FloatRange(min=1.0),
+    default=1.1,
+    show_default=True,
+    help="Mark a time, memory or NFE ratio B/A above this (a throughput below 1/this) as worse.",
+)
+@click.option(
+    "--drop",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Mark an accuracy or mIoU drop of more than this many points as worse.",
+)
+@click.option(
+    "--fail-on-regression", is_flag=True, help="Exit 1 when any run got worse or newly failed."
+)
+def compare(
+    reports: tuple[str, ...],
+    pairs: tuple[str, ...],
+    out: Path | None,
+    fmt: str,
+    factor: float,
+    drop: float,
+    fail_on_regression: bool,
+) -> None:
+    """Compare two reports run by run (B / A), or solver pairs A:B within one report."""
+    from deqbench import compare_render
+    from deqbench.compare import compare as compare_runs
+    from deqbench.compare import compare_pairs, load_report, meta_differences, parse_pair
     from deqbench.errors import ConfigError
-    from deqbench.results import read_report
 
-    frames = [read_report(path) for path in reports]
+    frames = [load_report(path) for path in reports]
     if len(frames) == 2 and not pairs:
-        table = compare_reports(*frames)
+        result = compare_runs(*frames, names=(reports[0], reports[1]), factor=factor, drop=drop)
+        warnings = meta_differences(*reports)
     elif len(frames) == 1 and pairs:
-        table = compare_solvers(frames[0], [parse_pair(p) for p in pairs])
+        parsed = [parse_pair(p) for p in pairs]
+        result = compare_pairs(frames[0], parsed, name=reports[0], factor=factor, drop=drop)
+        warnings = []
     else:
         raise ConfigError("compare takes two reports, or one report with --pair A:B")
-    if table.empty:
-        raise ConfigError("the reports have no runs in common")
-    ratio_cols = [c for c in table.columns if c.endswith("_ratio")]
-    shown = Table("problem", "solver", *(c.removesuffix("_ratio") + " b/a" for c in ratio_cols))
-    for _, row in table.iterrows():
-        shown.add_row(str(row["problem"]), str(row["solver"]), *(_cell(row[c]) for c in ratio_cols))
-    console.print(shown)
+    if result.table.empty:
+        a, b = result.names
+        raise ConfigError(
+            f"{a} and {b} have no runs in common ({len(result.only_a)} runs only in {a}, "
+            f"{len(result.only_b)} only in {b}; matched on {', '.join(result.keys)})"
+        )
+    for line in [*warnings, *result.notes]:
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    if fmt == "rich":
+        for part in compare_render.to_rich(result):
+            console.print(part)
+    else:
+        render = compare_render.to_markdown if fmt == "markdown" else compare_render.to_csv
+        click.echo(render(result), nl=False)
     if out:
-        table.to_csv(out, index=False)
-        console.print(f"wrote {out}")
+        out.write_text(compare_render.to_csv(result), encoding="utf-8")
+        err_console.print(f"wrote {out}", highlight=False)
+    if fail_on_regression and result.regressions:
+        err_console.print(f"[red]{result.regressions} run(s) got worse[/]", highlight=False)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the PNGs (default: REPORT-plots/ beside the report).",
+)
+def plot(report: Path, out_dir: Path | None) -> None:
+    """Draw a report as PNGs: accuracy, memory, convergence traces, training loss."""
+    from deqbench.plot import plot_report
+
+    out_dir = out_dir or report.with_name(report.stem + "-plots")
+    for drawn in plot_report(report, out_dir):
+        if drawn.path is None:
+            console.print(f"skipped {drawn.name}: {drawn.note}", highlight=False)
+        else:
+            console.print(f"wrote {drawn.path} ({drawn.runs} runs)", highlight=False)
+
+
+@main.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Merged CSV."
+)
+@click.option("--strict", is_flag=True, help="Missing runs are an error (exit 2), not a warning.")
+def merge(reports: tuple[Path, ...], out: Path, strict: bool) -> None:
+    """Merge the shares of one suite (deqbench run --shard I/N) into one report."""
+    from deqbench.merge import merge_reports
+
+    merged = merge_reports(reports, out, strict=strict)
+    for line in merged.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+    extra = "".join(f" + .{c}" for c in merged.companions)
+    console.print(
+        f"merged {merged.shares} share(s) of suite {merged.suite!r}: {merged.rows} runs → "
+        f"{merged.path} (+ .meta.json{extra})",
+        highlight=False,
+    )
+
+
+def _nothing_registered(registry, kind: str) -> None:
+    """Say why a kind's list is empty: which plugins failed to load, and where one comes from."""
+    failed = [f.plugin for f in registry.failures]
+    lines = [f"no {kind} are registered."]
+    if failed:
+        lines.append(f"These plugins failed to load (see below): {', '.join(failed)}.")
+    lines.append(
+        f"{kind.capitalize()} come from plugins: install a package that declares a 'deqbench' "
+        f"entry point registering {kind} (deqbench's own plugins/ does, once installed with "
+        "pip install -e .); `deqbench list plugins` shows what loaded."
+    )
+    err_console.print(" ".join(lines), highlight=False)
+
+
+def _plural(count: int, kind: str) -> str:
+    """'1 solver', '2 solvers' (kinds are named in the plural)."""
+    return f"{count} {kind[:-1] if count == 1 and kind.endswith('s') else kind}"
 
 
 def _list_plugins(registry, as_json: bool) -> None:
@@ -248,7 +537,7 @@ def _list_plugins(registry, as_json: bool) -> None:
         return
     table = Table("plugin", "version", "registered", "error")
     for row in rows:
-        what = ", ".join(f"{n} {k}" for k, n in row["registered"].items()) or "nothing"
+        what = ", ".join(_plural(n, k) for k, n in row["registered"].items()) or "nothing"
         table.add_row(
             row["plugin"], row["version"], what, row["error"], style="red" if row["error"] else None
         )

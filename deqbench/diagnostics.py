@@ -42,11 +42,15 @@ def spectral_radius(
     ``k × k`` Hessenberg matrix. It is exact once ``k ≥ D``; below that the outermost
     eigenvalues, the ones that matter here, converge first, typically from below (within 2 %
     at ``k = 50`` on near-orthogonal 256-dimensional maps). Memory: a ``(B, k + 1, D)`` basis.
+    A sample whose ``z`` or Jacobian products are not finite reads NaN.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    vjp = _vjp_operator(f, z)
     batch, dim = z.shape
+    radius = z.new_full((batch,), float("nan"))
+    if not bool(torch.isfinite(z).all()):  # a diverged solve: nothing to diagnose
+        return radius
+    vjp = _vjp_operator(f, z)
     k = min(k, dim)
     start = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     basis = z.new_zeros(batch, k + 1, dim)
@@ -58,7 +62,13 @@ def spectral_radius(
         hess[:, : j + 1, j] = h
         hess[:, j + 1, j] = hn
         basis[:, j + 1] = safe_divide(w, hn)  # zero after an invariant subspace: λ = 0 added
-    return torch.linalg.eigvals(hess[:, :k, :k]).abs().amax(dim=1)
+    # LAPACK must never see a non-finite matrix (MKL's eigvals segfaults on NaN): a sample
+    # whose Jacobian products overflowed gets NaN, the others their estimate.
+    square = hess[:, :k, :k]
+    finite = torch.isfinite(square).flatten(1).all(dim=1)
+    if bool(finite.any()):
+        radius[finite] = torch.linalg.eigvals(square[finite]).abs().amax(dim=1).to(z.dtype)
+    return radius
 
 
 def dense_jacobian(f: Fn, z: Tensor, *, create_graph: bool = False) -> Tensor:

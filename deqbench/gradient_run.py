@@ -48,7 +48,7 @@ def measure_gradient(
         prob.cell,
         solver,
         estimator,
-        f_max_iter=run.max_iter,
+        f_max_iter=run.iter_cap,
         f_tol=run.tol,
         stop_mode=run.stop_mode,
         keep_graph_in_eval=True,

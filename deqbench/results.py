@@ -8,9 +8,11 @@ list, and a test keeps the two in step.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ COLUMNS: dict[str, str] = {
     "state_dim": "flat state size D per sample",
     "solver": "registered forward solver",
     "solver_options": "forward solver options (JSON)",
-    "max_iter": "forward cap on evaluations of f",
+    "max_iter": "forward cap on evaluations of f, as the suite declares it",
+    "smoke_max_iter": "smoke cap the run actually used (--limit), when below max_iter; else empty",
     "tol": "forward tolerance",
     "stop_mode": "abs (‖f(z)−z‖) or rel (‖f(z)−z‖/‖f(z)‖)",
     "gradient": "gradient estimator (empty for forward-only runs)",
@@ -46,6 +49,7 @@ COLUMNS: dict[str, str] = {
     "solve_ms_median": "median wall time of one solve, ms, after warm-up",
     "solve_ms_iqr": "interquartile range of the solve time, ms",
     "bare_ms_median": "median wall time of a bare z = f(z) loop with the same NFE, ms",
+    "bare_ms_iqr": "interquartile range of the bare loop's time, ms",
     "overhead_per_nfe": "solve time ÷ time of a bare loop with the same NFE: the median over "
     "repeats of the ratio of a solve and the bare loop timed right after it",
     "overhead_iqr": "interquartile range of those per-repeat ratios",
@@ -68,6 +72,8 @@ COLUMNS: dict[str, str] = {
     "peak_mem_mb": "CUDA only: peak allocated memory of forward + backward above the start, MB",
     "rss_peak_mb": "CPU: the process's peak resident memory up to the end of this run, MB",
     "notes": "caveats of the measurement, e.g. a reference gradient that did not converge",
+    "noisy": "figures too spread to trust: their IQR is over 10 % of their median "
+    "(space-separated column names; empty when none)",
     "repeats": "timed repeats behind the medians",
     "wall_s": "wall time of the whole run, seconds",
 }
@@ -84,6 +90,131 @@ TRACE_COLUMNS: dict[str, str] = {
 
 FAILED = ("oom", "error", "timeout", "interrupted")
 
+#: Result columns of training suites (``kind = "train"``), in file order. Explicit models leave
+#: the solver, gradient and ``f_*``/``b_*`` columns empty.
+TRAIN_COLUMNS: dict[str, str] = {
+    "run": "index of the run in the suite's expansion (matrix, then includes, × repeats)",
+    "suite": "suite name",
+    "kind": "train",
+    "model": "registered model",
+    "head": "registered head (empty: the model's own)",
+    "dataset": "registered dataset",
+    "image_size": "input size the dataset was asked for, pixels",
+    "batch_size": "training samples per step",
+    "solver": "forward solver of the DEQ (empty for explicit models)",
+    "solver_options": "forward solver options (JSON)",
+    "gradient": "gradient estimator (empty for explicit models)",
+    "gradient_options": "gradient estimator options (JSON)",
+    "f_max_iter": "forward iteration cap (empty: the model variant's own)",
+    "f_tol": "forward tolerance",
+    "b_max_iter": "backward iteration cap (empty: the model variant's own)",
+    "model_options": "model options (JSON)",
+    "options": "the matrix/include keys that define this run and their values (JSON)",
+    "seed": "seed of the run (suite seed + repeat)",
+    "precision": "fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)",
+    "max_steps": "smoke cap on training steps (--max-steps); empty when none",
+    "status": "completed | diverged | oom | error | timeout | interrupted | crashed",
+    "error": "why the run failed or diverged (empty when it completed)",
+    "device": "device the run used",
+    "params": "trainable parameters",
+    "epochs_done": "passes over the training split done (fractional)",
+    "steps_done": "optimizer steps done",
+    "unrolled_steps": "steps done in the unrolled warm-up mode",
+    "equilibrium_steps": "steps done in equilibrium mode (all steps of explicit models)",
+    "train_loss_final": "training loss of the last step",
+    "train_s": "wall time of the training loop, evaluations excluded, seconds",
+    "images_per_s": "training images per second over the whole loop",
+    "step_ms_median": "median wall time of a training step, ms, after warm-up: equilibrium "
+    "steps only, without the first and the memory-metered step",
+    "step_ms_iqr": "interquartile range of those step times, ms",
+    "f_nfe_mean": "mean forward NFE over equilibrium-mode training steps",
+    "f_rel_residual_final": "worst relative residual of the last training step's forward",
+    "f_converged_frac": "fraction of training forwards in which every sample reached f_tol",
+    "b_nfe_mean": "mean backward-solve NFE per step (empty for estimators that solve none)",
+    "saved_mb": "bytes autograd saved for the backward on one training step (the first in "
+    "equilibrium mode; parameters excluded, storage counted once), MB",
+    "peak_mem_mb": "CUDA only: peak allocated memory of the run, MB",
+    "rss_peak_mb": "CPU: the process's peak resident memory during this run (reset at its "
+    "start on Linux), MB",
+    "eval_top1": "top-1 accuracy on the eval split, percent (classification)",
+    "eval_top5": "top-5 accuracy on the eval split, percent (classification)",
+    "eval_miou": "mean intersection over union, percent (segmentation; ignore label skipped)",
+    "eval_pixel_acc": "pixel accuracy over labelled pixels, percent (segmentation)",
+    "eval_loss": "mean task loss on the eval split",
+    "eval_nfe_mean": "mean forward NFE per eval batch",
+    "wall_s": "wall time of the whole run (build, train, evaluate), seconds",
+}
+
+#: Training-step columns (``<name>.steps.csv``): one row per training step of each run.
+STEP_COLUMNS: dict[str, str] = {
+    "run": "index of the run (joins the result CSV)",
+    "step": "optimizer step, from 0",
+    "epoch": "passes over the training split completed before this step",
+    "mode": "unrolled | equilibrium",
+    "loss": "training loss of the step",
+    "lr": "learning rate of the step",
+    "f_nfe": "forward NFE of the step (empty in unrolled mode and for explicit models)",
+    "f_rel_residual": "worst relative residual of the step's forward",
+    "b_nfe": "backward-solve NFE of the step (empty when none)",
+    "images_per_s": "images per second of this step",
+}
+
+
+#: A timed figure whose interquartile range exceeds this fraction of its median is flagged.
+NOISY_SPREAD = 0.10
+#: Timed figure → its IQR column. A noisy bare loop makes the overhead ratio noisy too.
+_SPREADS = {
+    "solve_ms_median": "solve_ms_iqr",
+    "bare_ms_median": "bare_ms_iqr",
+    "overhead_per_nfe": "overhead_iqr",
+    "backward_ms_median": "backward_ms_iqr",
+    "step_ms_median": "step_ms_iqr",
+}
+
+
+def noisy_figures(row: Mapping[str, Any], spread: float = NOISY_SPREAD) -> str:
+    """The figures of ``row`` whose IQR is over ``spread`` × their median, space-separated
+    (empty when none), as pyperf warns of an unstable benchmark. Missing or non-finite
+    figures are not judged."""
+    noisy = []
+    for figure, iqr in _SPREADS.items():
+        median, width = _number(row.get(figure)), _number(row.get(iqr))
+        if median is not None and width is not None and median > 0 and width > spread * median:
+            noisy.append(figure)
+    return " ".join(noisy)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_out(path: str | Path) -> Path:
+    """``--out``'s path, refused (as a `ConfigError`) when it already holds a report, when it
+    is a folder, or when its folder cannot be created or written. Appending to an existing
+    report is what resuming a suite does, on purpose, never by accident."""
+    from deqbench.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a folder; give a .csv file path")
+    if path.exists() and path.stat().st_size > 0:
+        raise ConfigError(
+            f"--out {path}: a report is already there; give a new path, or delete it first "
+            "(deqbench never appends one suite's runs to another's report)"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"--out {path}: cannot write to {path.parent} ({reason})") from None
+    return path
+
 
 def companion(path: Path, suffix: str) -> Path:
     """``reports/x.csv`` → ``reports/x.<suffix>``."""
@@ -93,15 +224,25 @@ def companion(path: Path, suffix: str) -> Path:
 class ReportWriter:
     """Appends result rows and trace rows to their CSVs, flushed to disk after each run."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, kind: str = "solve") -> None:
         self.path = Path(path)
+        self.kind = kind
+        self.columns = TRAIN_COLUMNS if kind == "train" else COLUMNS
         self.traces = companion(self.path, "traces.csv")
+        self.steps = companion(self.path, "steps.csv")  # training suites only
         self.meta = companion(self.path, "meta.json")
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def append(self, row: Mapping[str, Any], traces: Iterable[Mapping[str, Any]] = ()) -> None:
-        _append(self.path, [row], COLUMNS)
+    def append(
+        self,
+        row: Mapping[str, Any],
+        traces: Iterable[Mapping[str, Any]] = (),
+        steps: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        _append(self.path, [row], self.columns)
         _append(self.traces, list(traces), TRACE_COLUMNS)
+        if self.kind == "train":
+            _append(self.steps, list(steps), STEP_COLUMNS)
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         self.meta.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,20 +16,64 @@ import torch
 
 from deqbench.host_allocator import steady_thresholds
 from deqbench.plugins import get_registry
-from deqbench.results import FAILED, ReportWriter, metadata
+from deqbench.results import FAILED, ReportWriter, metadata, noisy_figures
 from deqbench.solve_run import measure_run
 from deqbench.suite import Run, Suite
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when there is one; asking for CUDA without one is a clear error."""
+    """``auto`` is CUDA when there is one; anything but cpu, cuda, cuda:N and auto, or CUDA
+    without one, is a clear `ConfigError`."""
+    from deqbench.errors import ConfigError, did_you_mean
+
+    name = name.strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from deqbench.errors import ConfigError
-
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        hint = did_you_mean(name, ("auto", "cpu", "cuda"))
+        hint = hint if "did you mean" in hint else ""
+        raise ConfigError(f"device {name!r}: expected one of {', '.join(DEVICES)}{hint}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return torch.device(name)
+
+
+class DeferredInterrupt:
+    """Ctrl-C (SIGINT) raises only while `armed` (inside a run); elsewhere (writing a row,
+    the progress bar) it is noted in `pending` and acted on once the row is safely written.
+
+    The first interrupt of a run disarms, so a second Ctrl-C cannot cut through the handler
+    that records the first. Off the main thread (where Python cannot take signals) it does
+    nothing, and Ctrl-C behaves as before.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.pending = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclass
@@ -52,6 +99,7 @@ def base_row(suite: Suite, run: Run, device: torch.device) -> dict[str, Any]:
         "solver": run.solver,
         "solver_options": json.dumps(run.solver_options, sort_keys=True),
         "max_iter": run.max_iter,
+        "smoke_max_iter": run.smoke_max_iter or "",
         "tol": run.tol,
         "stop_mode": run.stop_mode,
         "gradient": run.gradient or "",
@@ -77,8 +125,14 @@ def run_suite(
     out: Path,
     device: torch.device,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    observer: Any = None,
+    meta: dict[str, Any] | None = None,
 ) -> SuiteOutcome:
     """Run every run of ``suite``, appending each row to ``out`` as soon as the run ends.
+    ``meta`` adds keys to the report's ``meta.json`` (a share's `deqbench.shard.share_meta`).
+
+    Training suites (``kind = "train"``) go through `_run_train_all`; ``observer`` (a
+    `deqbench.train_run.Observer`, e.g. the live display) follows their steps.
 
     A crash, an OOM or a diverging solver becomes a row with a status, and the suite goes on.
     Ctrl-C writes the run in progress as ``interrupted`` and stops. The first suite in a
@@ -89,7 +143,9 @@ def run_suite(
     if suite.spec.suite.threads:
         torch.set_num_threads(suite.spec.suite.threads)
     try:
-        return _run_all(suite, out, device, on_row)
+        if getattr(suite, "kind", "solve") == "train":
+            return _run_train_all(suite, out, device, on_row, observer, meta)
+        return _run_all(suite, out, device, on_row, meta)
     finally:
         torch.set_num_threads(threads)
 
@@ -99,22 +155,92 @@ def _run_all(
     out: Path,
     device: torch.device,
     on_row: Callable[[dict[str, Any]], None] | None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> SuiteOutcome:
     writer = ReportWriter(out)
     registry = get_registry()
     meta = metadata(registry.versions, registry.failures, device)
     meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs))
     meta["host_allocator"] = steady_thresholds()
+    meta.update(extra_meta or {})
     writer.write_meta(meta)
     outcome = SuiteOutcome(writer.path)
     references: dict[str, Any] = {}  # exact gradients, computed once per problem
+    with DeferredInterrupt() as sigint:
+        for run in suite.runs:
+            if sigint.pending:  # Ctrl-C between runs: every finished row is written
+                outcome.interrupted = True
+                break
+            row = base_row(suite, run, device)
+            traces: list[dict] = []
+            start = time.perf_counter()
+            try:
+                sigint.armed = True
+                if sigint.pending:  # Ctrl-C while this row was set up: the run never started
+                    raise KeyboardInterrupt
+                metrics, traces = execute(suite, run, device, references)
+                sigint.armed = False
+                row.update(metrics)
+            except torch.OutOfMemoryError as exc:
+                row.update(status="oom", error=_one_line(exc))
+            except KeyboardInterrupt:
+                row.update(status="interrupted", error="interrupted by the user")
+                outcome.interrupted = True
+            except Exception as exc:
+                row.update(status="error", error=f"{type(exc).__name__}: {_one_line(exc)}")
+            finally:
+                sigint.armed = False
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            row["wall_s"] = time.perf_counter() - start
+            row["noisy"] = noisy_figures(row)
+            writer.append(row, traces)
+            outcome.rows.append(row)
+            if on_row:
+                on_row(row)
+            if outcome.interrupted:
+                break
+        outcome.interrupted = outcome.interrupted or sigint.pending
+    return outcome
+
+
+def _run_train_all(
+    suite: Any,
+    out: Path,
+    device: torch.device,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    observer: Any,
+    extra_meta: dict[str, Any] | None = None,
+) -> SuiteOutcome:
+    """The training runs one by one, each ending as one row (and its step and trace rows).
+
+    Each distinct dataset is built once before anything trains, so a missing data root stops
+    the suite at once with its `DatasetError` rather than failing every run.
+    """
+    from deqbench.train_run import build_source, identity, train_run
+
+    sources: dict[str, Any] = {}
     for run in suite.runs:
-        row = base_row(suite, run, device)
+        key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
+        if key not in sources:
+            sources[key] = build_source(run)
+    writer = ReportWriter(out, kind="train")
+    registry = get_registry()
+    meta = metadata(registry.versions, registry.failures, device)
+    meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs), kind="train")
+    meta.update(extra_meta or {})
+    writer.write_meta(meta)
+    outcome = SuiteOutcome(writer.path)
+    for run in suite.runs:
+        row = identity(suite.name, run, device)
+        steps: list[dict] = []
         traces: list[dict] = []
         start = time.perf_counter()
         try:
-            metrics, traces = execute(suite, run, device, references)
-            row.update(metrics)
+            key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
+            result = train_run(run, device, observer=observer, source=sources[key])
+            row.update(result.metrics)
+            steps, traces = result.steps, result.traces
         except torch.OutOfMemoryError as exc:
             row.update(status="oom", error=_one_line(exc))
         except KeyboardInterrupt:
@@ -126,7 +252,7 @@ def _run_all(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         row["wall_s"] = time.perf_counter() - start
-        writer.append(row, traces)
+        writer.append(row, traces, steps)
         outcome.rows.append(row)
         if on_row:
             on_row(row)

@@ -71,7 +71,7 @@ def measure_solve(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Solve ``run``'s problem, then time it against a bare loop and meter the solver's memory."""
     f, z0 = prob.bound.f, prob.bound.z0
-    kwargs = {"max_iter": run.max_iter, "tol": run.tol, "stop_mode": run.stop_mode}
+    kwargs = {"max_iter": run.iter_cap, "tol": run.tol, "stop_mode": run.stop_mode}
     result = solver(f, z0, **kwargs)
     abs_r, rel_r = residuals(f, result.z)
     r = rel_r if run.stop_mode == "rel" else abs_r
@@ -109,6 +109,7 @@ def measure_solve(
         "solve_ms_median": solve.median_ms,
         "solve_ms_iqr": solve.iqr_ms,
         "bare_ms_median": bare_t.median_ms,
+        "bare_ms_iqr": bare_t.iqr_ms,
         "overhead_per_nfe": overhead,
         "overhead_iqr": overhead_iqr,
         "solve_cost_f_evals": result.nfe * overhead,

@@ -7,11 +7,12 @@ they are validated exactly like the file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -72,7 +73,9 @@ class Matrix(_Table):
     solver: Annotated[Names, Field(min_length=1)]
     max_iter: Annotated[PositiveInts, Field(min_length=1)] = [50]
     tol: Annotated[PositiveFloats, Field(min_length=1)] = [1e-4]
-    stop_mode: Annotated[list[Literal["abs", "rel"]], BeforeValidator(_as_list)] = ["rel"]
+    stop_mode: Annotated[
+        list[Literal["abs", "rel"]], BeforeValidator(_as_list), Field(min_length=1)
+    ] = ["rel"]
     gradient: Names = []
 
 
@@ -99,6 +102,12 @@ class Run:
     stop_mode: str
     gradient: str | None = None
     gradient_options: dict[str, Any] = field(default_factory=dict)
+    smoke_max_iter: int | None = None  #: a smoke run's cap (``--limit``), when below max_iter
+
+    @property
+    def iter_cap(self) -> int:
+        """The cap this run solves with: the smoke cap when there is one, else max_iter."""
+        return self.smoke_max_iter or self.max_iter
 
     @property
     def label(self) -> str:
@@ -106,7 +115,8 @@ class Run:
             return "(" + ",".join(f"{k}={v}" for k, v in d.items()) + ")" if d else ""
 
         parts = [self.problem.name, self.solver + opts(self.solver_options)]
-        parts.append(f"{self.stop_mode}<{self.tol:g}@{self.max_iter}")
+        cap = f"{self.max_iter}" + (f"(smoke {self.smoke_max_iter})" if self.smoke_max_iter else "")
+        parts.append(f"{self.stop_mode}<{self.tol:g}@{cap}")
         if self.gradient:
             parts.append(self.gradient + opts(self.gradient_options))
         return " / ".join(parts)
@@ -118,7 +128,8 @@ class Suite:
 
     path: Path
     spec: SuiteFile
-    runs: tuple[Run, ...]
+    runs: Sequence[Run]  #: a `RunGrid` (built on demand) or, after `select`, a tuple
+    warnings: tuple[str, ...] = ()  #: things the user may not mean, e.g. a huge matrix
 
     @property
     def name(self) -> str:
@@ -129,25 +140,44 @@ class Suite:
 def load_suite(
     path: str | Path, overrides: Iterable[str] = (), registry: Registry | None = None
 ) -> Suite:
-    """Read, override, validate and expand a suite; any problem raises one `ConfigError`."""
+    """Read, override, validate and expand a suite; any problem raises one `ConfigError`.
+
+    ``[suite] kind = "train"`` gives a `deqbench.train_suite.TrainSuite` instead."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such suite file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (as Windows editors write) is accepted and dropped
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     for item in overrides:
         apply_override(data, item, path)
+    info = data.get("suite")
+    kind = info.get("kind", "solve") if isinstance(info, dict) else "solve"
+    if kind == "train":
+        from deqbench.train_suite import load_train_suite
+
+        return load_train_suite(path, data, registry)
+    if kind != "solve":
+        hint = did_you_mean(str(kind), ("solve", "train"))
+        raise ConfigError(f"{path}: suite.kind: unknown kind {kind!r}{hint}")
     try:
         spec = SuiteFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
     registry = registry or get_registry()
     _check_plugins(spec, registry, path)
-    return Suite(path, spec, tuple(expand(spec)))
+    runs = RunGrid(spec)
+    warnings = ()
+    if len(runs) > WARN_RUNS:
+        warnings = (
+            f"{path}: the matrix expands to {len(runs):,} runs (more than {WARN_RUNS:,}); "
+            "is a sweep longer than meant? --only and --set narrow it",
+        )
+    return Suite(path, spec, runs, warnings)
 
 
 def apply_override(data: dict[str, Any], item: str, path: Path) -> None:
@@ -155,10 +185,16 @@ def apply_override(data: dict[str, Any], item: str, path: Path) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. matrix.max_iter=20")
-    parts = key.strip().split(".")
+    # A quoted part keeps its dots: matrix."deq.solver" is the training matrix's dotted key.
+    parts = [q.strip('"') for q in re.findall(r'"[^"]*"|[^.]+', key.strip())]
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw.strip()[:1] in ("[", "{", '"', "'"):  # meant as TOML, not as a bare string
+            raise ConfigError(
+                f"--set {item!r}: the value did not parse as TOML ({exc}); quote strings "
+                f"inside it, e.g. --set '{key.strip()}=[\"anderson\"]'"
+            ) from None
         value = raw
     node: Any = data
     for i, part in enumerate(parts):
@@ -188,24 +224,37 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(exc: ValidationError) -> str:
-    """The first validation error as 'key: what was expected, got what'."""
-    errors = exc.errors(include_url=False)
-    err = errors[0]
+def describe_validation(exc: ValidationError, root: type[BaseModel], limit: int = 8) -> str:
+    """Every error of validating a file against ``root`` (any pydantic model class), on one
+    line: 'key: what was expected, got what'. Unknown keys come first, each with its "did you
+    mean", since a misspelt key is usually also the cause of a "missing required key"."""
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    parts = [_describe_one(err, root) for err in errors[:limit]]
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    if len(parts) == 1:
+        return parts[0]
+    return f"{len(errors)} problems: " + " ".join(f"({i}) {p}" for i, p in enumerate(parts, 1))
+
+
+def _describe_one(err: Any, root: type[BaseModel]) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     if err["type"] == "extra_forbidden":
-        parent = _fields_at(loc[:-1])
+        parent = _fields_at(loc[:-1], root)
         hint = did_you_mean(str(loc[-1]), parent) if parent else ""
-        return f"{_loc(loc)}: unknown key{hint}{more}"
+        return f"{_loc(loc)}: unknown key{hint}"
     if err["type"] == "missing":
-        return f"{_loc(loc)}: missing required key{more}"
+        return f"{_loc(loc)}: missing required key"
     msg = err["msg"][0].lower() + err["msg"][1:]
-    return f"{_loc(loc)}: {msg}, got {err['input']!r}{more}"
+    return f"{_loc(loc)}: {msg}, got {err['input']!r}"
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = SuiteFile
+def _describe(exc: ValidationError) -> str:
+    return describe_validation(exc, SuiteFile)
+
+
+def _fields_at(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    model: type[BaseModel] = root
     for part in loc:
         if isinstance(part, int):
             continue
@@ -270,6 +319,9 @@ def _check_options(factory: Any, options: dict, key: str, fail, build: bool = Fa
             fail(key, f"{_sentence(exc)} (options {options})")
 
 
+check_options = _check_options  #: shared with training suites
+
+
 def _sentence(exc: Exception) -> str:
     return re.sub(r"\s+", " ", str(exc)).strip()
 
@@ -279,32 +331,78 @@ def _product(options: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*options.values())]
 
 
+#: A matrix of more runs than this is accepted with a warning: few people mean that many.
+WARN_RUNS = 10_000
+
+
+class RunGrid(Sequence[Run]):
+    """The cartesian product of problems × solvers (× options) × the matrix's sweeps, in that
+    order, as a sequence whose runs are built when asked for: memory follows the sweeps' lengths,
+    not the number of runs, so a large matrix costs only the runs that are used."""
+
+    def __init__(self, spec: SuiteFile, smoke_max_iter: int | None = None) -> None:
+        m = spec.matrix
+        backward = [
+            (g, opts) for g in m.gradient for opts in _product(spec.gradient_options.get(g, {}))
+        ] or [(None, {})]
+        self._heads = [
+            (problem, solver, opts)
+            for problem in spec.problems
+            for solver in m.solver
+            for opts in _product(spec.solver_options.get(solver, {}))
+        ]
+        self._axes = (m.max_iter, m.tol, m.stop_mode, backward)
+        self._inner = len(m.max_iter) * len(m.tol) * len(m.stop_mode) * len(backward)
+        self.smoke_max_iter = smoke_max_iter
+
+    def __len__(self) -> int:
+        return len(self._heads) * self._inner
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"run index {index} out of range for {len(self)} runs")
+        head, rest = divmod(index, self._inner)
+        picks = []
+        for axis in reversed(self._axes):  # the last axis varies fastest
+            rest, i = divmod(rest, len(axis))
+            picks.append(axis[i])
+        (grad, gopts), stop_mode, tol, max_iter = picks
+        problem, solver, opts = self._heads[head]
+        cap = self.smoke_max_iter
+        cap = cap if cap is not None and cap < max_iter else None
+        return Run(index, problem, solver, opts, max_iter, tol, stop_mode, grad, gopts, cap)
+
+    def limited(self, limit: int) -> RunGrid:
+        """The same grid with every run's iteration cap at most ``limit``."""
+        grid = copy.copy(self)
+        grid.smoke_max_iter = limit
+        return grid
+
+
 def expand(spec: SuiteFile) -> list[Run]:
-    """The cartesian product of problems × solvers (× options) × the matrix's sweeps."""
-    m = spec.matrix
-    runs: list[Run] = []
-    backward = [
-        (g, opts) for g in m.gradient for opts in _product(spec.gradient_options.get(g, {}))
-    ] or [(None, {})]
-    for problem in spec.problems:
-        for solver in m.solver:
-            for opts in _product(spec.solver_options.get(solver, {})):
-                for max_iter, tol, stop_mode in itertools.product(m.max_iter, m.tol, m.stop_mode):
-                    for grad, gopts in backward:
-                        runs.append(
-                            Run(
-                                len(runs), problem, solver, opts, max_iter, tol, stop_mode,
-                                grad, gopts,
-                            )
-                        )  # fmt: skip
-    return runs
+    """Every run of the matrix, as a list (`RunGrid` builds them one at a time instead)."""
+    return list(RunGrid(spec))
 
 
 def smoke(suite: Suite, limit: int) -> Suite:
-    """The same suite as a smoke run: every iteration cap at most ``limit``, one timed repeat."""
+    """The same suite as a smoke run: every iteration cap at most ``limit``, one timed repeat.
+
+    Each run keeps its declared ``max_iter`` (its identity in a report) and solves with the
+    cap in `Run.smoke_max_iter`."""
     info = suite.spec.suite.model_copy(update={"repeats": 1, "warmup": 0})
-    runs = tuple(dataclasses.replace(run, max_iter=min(run.max_iter, limit)) for run in suite.runs)
-    return Suite(suite.path, suite.spec.model_copy(update={"suite": info}), runs)
+    if isinstance(suite.runs, RunGrid):
+        runs: Sequence[Run] = suite.runs.limited(limit)
+    else:
+        runs = tuple(
+            dataclasses.replace(run, smoke_max_iter=limit if limit < run.max_iter else None)
+            for run in suite.runs
+        )
+    spec = suite.spec.model_copy(update={"suite": info})
+    return Suite(suite.path, spec, runs, suite.warnings)
 
 
 def select(suite: Suite, problems: Iterable[str]) -> Suite:
@@ -317,4 +415,4 @@ def select(suite: Suite, problems: Iterable[str]) -> Suite:
                 f"{suite.path}: --only {name}: no such problem{did_you_mean(name, names)}"
             )
     runs = tuple(run for run in suite.runs if run.problem.name in wanted)
-    return Suite(suite.path, suite.spec, runs)
+    return Suite(suite.path, suite.spec, runs, suite.warnings)

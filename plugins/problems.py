@@ -1,15 +1,28 @@
-"""Problem cells for solve-only suites: small fixed-weight maps with known character."""
+"""Problem cells for solve-only suites: small fixed-weight maps with known character.
+
+Registered by the light entry module `deqbench_plugins.problems_plugin`.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
-import deqbench
 from deqbench.cell import Cell
 from deqbench.state import State
 
 SPECTRA = ("gaussian", "symmetric", "orthogonal")
+
+
+def _check_scale(name: str, value: float, *, zero_ok: bool) -> None:
+    """A scale option is a finite real number, above zero (or at least zero), not a bool:
+    a NaN or infinite weight would make every run of the problem diverge at its first step."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _matrix(dim: int, spectral_norm: float, spectrum: str, gen: torch.Generator) -> Tensor:
@@ -46,11 +59,14 @@ class TanhCell(Cell):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        if not spectral_norm > 0:
-            raise ValueError(f"spectral_norm must be > 0, got {spectral_norm}")
         input_dim = dim if input_dim is None else input_dim
+        for name, size in (("dim", dim), ("input_dim", input_dim)):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+        _check_scale("spectral_norm", spectral_norm, zero_ok=False)
+        _check_scale("injection_scale", injection_scale, zero_ok=True)
+        if spectrum not in SPECTRA:
+            raise ValueError(f"spectrum must be one of {', '.join(SPECTRA)}, got {spectrum!r}")
         gen = torch.Generator().manual_seed(seed)
         w = _matrix(dim, spectral_norm, spectrum, gen)
         u = torch.randn(dim, input_dim, generator=gen, dtype=torch.float64)
@@ -98,8 +114,8 @@ class ConvCell(Cell):
             raise ValueError(f"channels, height, width must be >= 1, got {channels, height, width}")
         if groups < 1 or channels % groups:
             raise ValueError(f"groups must divide channels ({channels}), got {groups}")
-        if not weight_scale > 0:
-            raise ValueError(f"weight_scale must be > 0, got {weight_scale}")
+        _check_scale("weight_scale", weight_scale, zero_ok=False)
+        _check_scale("injection_scale", injection_scale, zero_ok=True)
         gen = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
@@ -127,9 +143,3 @@ class ConvCell(Cell):
         (x,) = z
         branch = self.conv2(torch.relu(self.norm1(self.conv1(x))))
         return (self.norm_out(torch.relu(x + branch + injection)),)
-
-
-@deqbench.hookimpl
-def register_cells(register):
-    register("tanh", TanhCell, description="z ↦ tanh(Wz + Ux), W of chosen spectral norm")
-    register("conv", ConvCell, description="residual conv–GroupNorm–ReLU block, MDEQ style")

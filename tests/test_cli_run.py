@@ -154,3 +154,110 @@ def pd_isna(value) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
+
+
+_NAN_PLUGINS = '''
+import sys, types
+import torch
+import deqbench
+from deqbench import plugins
+from deqbench.cli import main
+from deqbench.solvers.base import Solver
+from deqbench_plugins.problems import TanhCell
+
+
+class NanCell(TanhCell):
+    """A cell plugin whose map is NaN everywhere."""
+
+    def forward(self, z, injection):
+        return (z[0] * float("nan"),)
+
+
+class NanSteps(Solver):
+    """A solver plugin whose steps go NaN after the first."""
+
+    def solve(self, f, z0, monitor):
+        z = z0
+        while True:
+            fz = f(z)
+            if monitor.observe(z, fz):
+                return
+            z = monitor.hold_diverged(fz * float("nan"), z)
+
+
+module = types.ModuleType("nans")
+
+
+@deqbench.hookimpl
+def register_cells(register):
+    register("nan", NanCell)
+
+
+@deqbench.hookimpl
+def register_solvers(register):
+    register("nan-steps", NanSteps)
+
+
+module.register_cells, module.register_solvers = register_cells, register_solvers
+plugins.reset_registry(("nans", module))
+main(sys.argv[1:])
+'''
+
+
+def test_nan_cells_and_solvers_end_as_diverged_rows_and_the_suite_goes_on(tmp_path):
+    # in a child process: a NaN reaching LAPACK (eigvals) used to end it with SIGSEGV
+    import subprocess
+    import sys
+
+    script = tmp_path / "nans.py"
+    script.write_text(_NAN_PLUGINS)
+    problems = _problem("nan-cell", "nan") + _problem("fine", "tanh", spectral_norm=0.5)
+    path = tmp_path / "s.toml"
+    path.write_text(
+        SUITE.format(problems=problems).replace(
+            'solver = ["fixed-point"]', 'solver = ["nan-steps", "fixed-point"]'
+        )
+    )
+    out = tmp_path / "r.csv"
+    done = subprocess.run(
+        [sys.executable, str(script), "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stdout[-1500:], done.stderr[-1500:])
+    frame = read_report(out)
+    status = {(r.problem, r.solver): r.status for r in frame.itertuples()}
+    assert status == {
+        ("nan-cell", "nan-steps"): "diverged",
+        ("nan-cell", "fixed-point"): "diverged",
+        ("fine", "nan-steps"): "diverged",
+        ("fine", "fixed-point"): "converged",
+    }
+    assert frame["run"].tolist() == [0, 1, 2, 3]
+
+
+def test_nan_cell_options_are_refused(cli, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        SUITE.format(problems=_problem("p", "tanh")).replace(
+            "dim = 8", "dim = 8, injection_scale = nan"
+        )
+    )
+    result = cli.invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "problems[0].options: injection_scale must be a finite number" in result.output
+
+
+def test_a_smoke_run_keeps_the_declared_max_iter(cli, tmp_path):
+    path = tmp_path / "s.toml"
+    text = SUITE.format(problems=_problem("p", "tanh", spectral_norm=0.99, spectrum="orthogonal"))
+    path.write_text(text.replace("max_iter = 60", "max_iter = [40, 100, 2]"))
+    out = tmp_path / "r.csv"
+    result = cli.invoke(main, ["run", str(path), "--out", str(out), "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    frame = read_report(out)
+    assert frame["max_iter"].tolist() == [40, 100, 2]  # the runs stay told apart
+    assert frame["smoke_max_iter"].tolist()[:2] == [3, 3]
+    assert pd_isna(frame["smoke_max_iter"].iloc[2])  # already below the cap: no smoke cap
+    assert frame["nfe"].tolist() == [3, 3, 2]

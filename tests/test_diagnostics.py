@@ -71,3 +71,34 @@ def test_k_must_be_positive():
     f, z, _ = _equilibrium(8, "gaussian")
     with pytest.raises(ValueError, match="k must"):
         spectral_radius(f, z, k=0)
+
+
+_NAN_SCRIPT = """
+import torch
+from deqbench.diagnostics import spectral_radius
+
+w = torch.eye(4, dtype=torch.float64) * 0.5
+def f(z):  # sample 1's map is NaN: its Jacobian products are NaN
+    out = z @ w.T
+    return torch.cat([out[:1], out[1:] * float("nan")])
+z = torch.ones(2, 4, dtype=torch.float64)
+rho = spectral_radius(f, z, k=4)
+print(rho[0].item(), torch.isnan(rho[1]).item())
+nan = spectral_radius(lambda z: z * float("nan"), torch.ones(3, 5))  # issue 15's segfault
+print(torch.isnan(nan).all().item())
+"""
+
+
+def test_non_finite_jacobians_read_nan_and_never_reach_lapack():
+    # in a child process: MKL's eigvals segfaults on a NaN matrix, which would kill pytest
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NAN_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    first, second = done.stdout.split("\n")[:2]
+    rho, nan = first.split()
+    assert float(rho) == pytest.approx(0.5, abs=1e-12) and nan == "True"  # finite sample: ρ = 0.5
+    assert second == "True"

@@ -8,15 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from deqbench.results import COLUMNS, TRACE_COLUMNS, ReportWriter, read_report
+from deqbench.results import (
+    COLUMNS,
+    STEP_COLUMNS,
+    TRACE_COLUMNS,
+    TRAIN_COLUMNS,
+    ReportWriter,
+    read_report,
+)
 
 README = Path(__file__).resolve().parents[1] / "reports" / "README.md"
 
 
 def test_reports_readme_documents_every_column():
     documented = set(re.findall(r"^\| `([a-z_0-9]+)` \|", README.read_text(), re.M))
-    assert set(COLUMNS) | set(TRACE_COLUMNS) <= documented
-    assert documented <= set(COLUMNS) | set(TRACE_COLUMNS), "README documents stale columns"
+    every = set(COLUMNS) | set(TRACE_COLUMNS) | set(TRAIN_COLUMNS) | set(STEP_COLUMNS)
+    assert every <= documented
+    assert documented <= every, "README documents stale columns"
 
 
 def test_rows_are_appended_with_a_single_header(tmp_path):
@@ -39,3 +47,27 @@ def test_meta_is_json(tmp_path):
     writer = ReportWriter(tmp_path / "r.csv")
     writer.write_meta({"torch": "x"})
     assert json.loads((tmp_path / "r.meta.json").read_text()) == {"torch": "x"}
+
+
+def test_a_noisy_figure_is_flagged_in_the_csv_column_and_the_table(tmp_path):
+    from deqbench.cli import results_table
+    from deqbench.results import noisy_figures
+
+    steady = {"solve_ms_median": 10.0, "solve_ms_iqr": 0.5, "bare_ms_median": 5.0}
+    steady |= {"bare_ms_iqr": 0.4, "overhead_per_nfe": 1.2, "overhead_iqr": 0.05}
+    # issue 15's row: a bare loop timed on a loaded machine, spread over 10 × its median
+    loaded = steady | {"bare_ms_median": 1168.0, "bare_ms_iqr": 1100.0, "overhead_per_nfe": 0.75}
+    assert noisy_figures(steady) == ""
+    assert noisy_figures(loaded) == "bare_ms_median"
+    assert noisy_figures(steady | {"solve_ms_iqr": 1.01}) == "solve_ms_median"  # just over 10 %
+    assert noisy_figures(steady | {"solve_ms_iqr": 0.99}) == ""
+    assert noisy_figures({"solve_ms_median": float("nan"), "solve_ms_iqr": 3.0}) == ""
+    writer = ReportWriter(tmp_path / "r.csv")
+    base = {"problem": "p", "solver": "broyden", "status": "converged", "nfe": 10}
+    for i, figures in enumerate((steady, loaded)):
+        writer.append(base | figures | {"run": i, "noisy": noisy_figures(figures)})
+    frame = read_report(tmp_path / "r.csv")
+    assert frame["noisy"].fillna("").tolist() == ["", "bare_ms_median"]
+    table = results_table(frame.to_dict("records"))
+    overhead = next(c for c in table.columns if c.header == "×bare/NFE")
+    assert list(overhead.cells) == ["1.2", "0.75!"]  # the ratio its noisy denominator skews

@@ -59,7 +59,14 @@ def test_overrides_are_applied_and_validated(tmp_path):
 
 def test_smoke_caps_iterations_and_repeats(tmp_path):
     suite = smoke(load_suite(_write(tmp_path, GOOD)), 3)
-    assert {r.max_iter for r in suite.runs} == {3} and suite.spec.suite.repeats == 1
+    # the declared cap stays the run's identity; the smoke cap is what it solves with
+    assert {(r.max_iter, r.smoke_max_iter, r.iter_cap) for r in suite.runs} == {
+        (10, 3, 3), (20, 3, 3),
+    }  # fmt: skip
+    assert suite.spec.suite.repeats == 1
+    assert {r.smoke_max_iter for r in smoke(load_suite(_write(tmp_path, GOOD)), 15).runs} == {
+        None, 15,
+    }  # fmt: skip
 
 
 BAD = {
@@ -107,8 +114,28 @@ BAD = {
     ),
     "bad-cell-option": (
         GOOD.replace("spectral_norm = 0.5", "spectral_norm = -1.0"),
-        "problems[0].options: spectral_norm must be > 0",
+        "problems[0].options: spectral_norm must be a finite number > 0",
         "problems[0].options",
+    ),
+    "nan-cell-option": (
+        GOOD.replace("spectral_norm = 0.5", "spectral_norm = 0.5, injection_scale = nan"),
+        "problems[0].options: injection_scale must be a finite number >= 0, got nan",
+        "problems[0].options",
+    ),
+    "inf-cell-option": (
+        GOOD.replace("spectral_norm = 0.5", "spectral_norm = inf"),
+        "problems[0].options: spectral_norm must be a finite number > 0, got inf",
+        "problems[0].options",
+    ),
+    "bad-spectrum": (
+        GOOD.replace("spectral_norm = 0.5", 'spectral_norm = 0.5, spectrum = "orthogonl"'),
+        "problems[0].options: spectrum must be one of gaussian, symmetric, orthogonal",
+        "problems[0].options",
+    ),
+    "empty-stop-mode": (
+        GOOD.replace("tol = 1e-4", "tol = 1e-4\nstop_mode = []"),
+        "matrix.stop_mode: value should have at least 1 item",
+        "matrix.stop_mode",
     ),
     "missing-table": (GOOD.split("[matrix]")[0], "matrix: missing required key", "matrix"),
     "bad-device": (

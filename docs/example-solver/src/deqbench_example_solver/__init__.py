@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 import deqbench
-from deqbench.solvers import Monitor, Solver
-from deqbench.solvers.base import Fn
+from deqbench import Fn, Monitor, Solver
 
 
 @dataclass(kw_only=True)
@@ -30,17 +30,24 @@ class Momentum(Solver):
             raise ValueError(f"mu must be in [0, 1), got {self.mu}")
 
     def solve(self, f: Fn, z0: Tensor, monitor: Monitor) -> None:
-        z_prev = z = z0
+        # Scratch of our own, reused from solve to solve: the residual and the velocity
+        # z − z_previous. The velocity is a copy, never a reference to the previous iterate:
+        # that lives in a next_iterate buffer, which the step after next overwrites.
+        g = monitor.buffer("residual", *z0.shape)
+        velocity = monitor.buffer("velocity", *z0.shape).zero_()
+        z = z0
         while True:
             fz = f(z)
-            g = fz - z
+            torch.sub(fz, z, out=g)
             # One observe per call of f, at the point f was called at: the monitor keeps the
             # traces, the best iterate, each sample's status, and says when to stop.
             if monitor.observe(z, fz, g):
                 return
-            step = z + self.beta * g + self.mu * (z - z_prev)
+            step = monitor.next_iterate(z)  # a preallocated buffer, never z itself
+            torch.add(z, g, alpha=self.beta, out=step).add_(velocity, alpha=self.mu)
+            torch.sub(step, z, out=velocity)
             # Diverged samples stay where they are (the monitor ignores stopped ones).
-            z_prev, z = z, monitor.hold_diverged(step, z)
+            z = monitor.hold_diverged(step, z)
 
 
 @deqbench.hookimpl

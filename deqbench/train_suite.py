@@ -1,0 +1,297 @@
+"""Training suites (``[suite] kind = "train"``): their schema, validation and expansion into runs.
+
+A training suite declares one base run (dataset, model, DEQ settings, recipe, evaluation) and
+varies it by dotted keys: ``[matrix]`` sweeps a cartesian product, each ``[[include]]`` adds one
+run beside it. Every run is validated as a whole file would be, and every registered name and
+option is checked, before anything trains. Errors are one `ConfigError` line naming the file,
+the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
+from deqbench.plugins import Registry, get_registry
+
+PosInt = Annotated[int, Field(ge=1)]
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+Sweep = Annotated[list[Any], BeforeValidator(_as_list), Field(min_length=1)]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TrainSuiteInfo(_Table):
+    """The ``[suite]`` table of a training suite."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: Literal["train"]
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    repeats: PosInt = 1  #: each run repeated with seeds seed, seed + 1, ...
+    threads: PosInt | None = None  #: torch CPU threads; None: torch's own
+
+
+class DatasetTable(_Table):
+    """``[dataset]``: a registered dataset and how to load it."""
+
+    name: str
+    root: str = ""  #: "" lets the dataset find its data (environment variables, bundled)
+    image_size: PosInt | None = None
+    batch_size: PosInt = 64
+    eval_batch_size: PosInt | None = None  #: None: as batch_size
+    workers: Annotated[int, Field(ge=0)] = 0
+    options: dict[str, Any] = {}
+
+
+class ModelTable(_Table):
+    """``[model]``: a registered model and, optionally, a registered head."""
+
+    name: str
+    head: str = ""  #: "" keeps the model's own head
+    head_options: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+
+class DEQTable(_Table):
+    """``[deq]``: the fields of `deqbench.models.DEQSettings` (ignored by explicit models)."""
+
+    solver: str = "anderson"
+    solver_options: dict[str, Any] = {}
+    gradient: str = "ift"
+    gradient_options: dict[str, Any] = {}
+    f_max_iter: PosInt | None = None  #: None: the model variant's published cap
+    f_tol: Annotated[float, Field(gt=0)] = 1e-3
+    b_solver: str = "fixed-point"
+    b_solver_options: dict[str, Any] = {}
+    b_max_iter: PosInt | None = None
+    b_tol: Annotated[float, Field(gt=0)] = 1e-4
+    stop_mode: Literal["abs", "rel"] = "rel"
+    jac_reg_weight: Annotated[float, Field(ge=0)] = 0.0
+    jac_reg_freq: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+class RecipeTable(_Table):
+    """``[recipe]``: optimizer, schedule, length, warm-up, clipping, precision."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    momentum: Annotated[float, Field(ge=0)] = 0.9
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    schedule: Literal["constant", "cosine", "poly", "step"] = "cosine"
+    schedule_options: dict[str, Any] = {}  #: poly: power; step: gamma, milestones
+    epochs: PosInt | None = None
+    steps: PosInt | None = None
+    unrolled_warmup_steps: Annotated[int, Field(ge=0)] = 0
+    grad_clip: Annotated[float, Field(ge=0)] = 0.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_length(self) -> RecipeTable:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of epochs or steps")
+        return self
+
+
+class EvalTable(_Table):
+    """``[eval]``: when to evaluate and on how much of the eval split."""
+
+    every_epochs: Annotated[int, Field(ge=0)] = 1  #: 0: only at the end
+    max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
+
+
+class TrainFile(_Table):
+    """A whole training-suite file (``matrix`` and ``include`` hold dotted-key overrides)."""
+
+    suite: TrainSuiteInfo
+    dataset: DatasetTable
+    model: ModelTable
+    deq: DEQTable = DEQTable()
+    recipe: RecipeTable
+    eval: EvalTable = EvalTable()
+    matrix: dict[str, Sweep] = {}
+    include: list[dict[str, Any]] = []
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run: the file as it applies to this run, and what defines it."""
+
+    index: int
+    spec: TrainFile  #: matrix/include values applied; ``matrix``/``include`` emptied
+    options: dict[str, Any]  #: the swept or included dotted keys and their values
+    seed: int
+    max_steps: int | None = None  #: the smoke cap (``--max-steps``); None: the recipe's length
+
+    @property
+    def label(self) -> str:
+        parts = [self.spec.model.name]
+        parts += [f"{k.split('.')[-1]}={v}" for k, v in self.options.items() if k != "model.name"]
+        if self.seed != self.spec.suite.seed:
+            parts.append(f"seed={self.seed}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class TrainSuite:
+    """A validated training suite and its runs."""
+
+    path: Path
+    spec: TrainFile
+    runs: tuple[TrainRun, ...]
+    kind: str = "train"
+
+    @property
+    def name(self) -> str:
+        return self.spec.suite.name
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_train_suite(
+    path: Path, data: dict[str, Any], registry: Registry | None = None
+) -> TrainSuite:
+    """Validate a parsed training-suite file (overrides already applied) and expand it."""
+    from deqbench.suite import describe_validation
+
+    try:
+        spec = TrainFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation(exc, TrainFile)}") from None
+    for key in spec.matrix:
+        _check_dotted(key, f"matrix.{key}", path)
+    for i, entry in enumerate(spec.include):
+        if not entry:
+            raise ConfigError(f"{path}: include[{i}]: empty; give dotted keys, e.g. model.name")
+        for key in entry:
+            _check_dotted(key, f"include[{i}].{key}", path)
+    base = {k: v for k, v in data.items() if k not in ("matrix", "include")}
+    configs: list[tuple[str, dict[str, Any]]] = []
+    keys = list(spec.matrix)
+    for values in itertools.product(*spec.matrix.values()):
+        configs.append(("matrix", dict(zip(keys, values, strict=True))))
+    configs += [(f"include[{i}]", dict(entry)) for i, entry in enumerate(spec.include)]
+    registry = registry or get_registry()
+    runs: list[TrainRun] = []
+    checked: set[str] = set()
+    for where, options in configs:
+        run_data = copy.deepcopy(base)
+        for key, value in options.items():
+            _set_dotted(run_data, key, value)
+        try:
+            run_spec = TrainFile.model_validate(run_data)
+        except ValidationError as exc:
+            msg = describe_validation(exc, TrainFile)
+            raise ConfigError(f"{path}: {msg} (in the run of {where} {_json(options)})") from None
+        signature = run_spec.model_dump_json()
+        if signature not in checked:
+            checked.add(signature)
+            _check_plugins(run_spec, registry, path, f"{where} {_json(options)}" if options else "")
+        for r in range(spec.suite.repeats):
+            runs.append(TrainRun(len(runs), run_spec, options, spec.suite.seed + r))
+    return TrainSuite(path, spec, tuple(runs))
+
+
+def _json(options: Mapping[str, Any]) -> str:
+    return json.dumps(options, sort_keys=False, default=str)
+
+
+def _check_dotted(key: str, where: str, path: Path) -> None:
+    """A matrix/include key names a field of a table, or a key inside an options table."""
+    parts = key.split(".")
+    tables = {n: f for n, f in TrainFile.model_fields.items() if n not in ("matrix", "include")}
+    if parts[0] not in tables:
+        raise ConfigError(
+            f"{path}: {where}: unknown table {parts[0]!r}{did_you_mean(parts[0], tables)}"
+        )
+    table = tables[parts[0]].annotation
+    if len(parts) < 2:
+        raise ConfigError(f"{path}: {where}: give a key of the table, e.g. {parts[0]}.name")
+    fields = table.model_fields
+    if parts[1] not in fields:
+        hint = did_you_mean(parts[1], fields)
+        raise ConfigError(f"{path}: {where}: unknown key {parts[0]}.{parts[1]}{hint}")
+    is_dict = getattr(fields[parts[1]].annotation, "__origin__", None) is dict
+    if len(parts) > 2 and not is_dict:
+        raise ConfigError(f"{path}: {where}: {parts[0]}.{parts[1]} is not a table of options")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = copy.deepcopy(value)
+
+
+def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) -> None:
+    """Registered names exist, and options are ones their factories take."""
+    from deqbench.suite import check_options
+
+    def fail(key: str, err: Exception | str) -> None:
+        suffix = f" (in the run of {where})" if where else ""
+        raise ConfigError(f"{path}: {key}: {err}{suffix}")
+
+    def lookup(kind: str, name: str, key: str) -> Any:
+        try:
+            return registry.get(kind, name).obj
+        except DeqbenchError as exc:
+            fail(key, exc)
+
+    dataset = lookup("datasets", spec.dataset.name, "dataset.name")
+    check_options(dataset, spec.dataset.options, "dataset.options", fail)
+    model = lookup("models", spec.model.name, "model.name")
+    check_options(model, spec.model.options, "model.options", fail)
+    if spec.model.head:
+        head = lookup("heads", spec.model.head, "model.head")
+        check_options(head, spec.model.head_options, "model.head_options", fail)
+    deq = spec.deq
+    for kind, name, options, key in (
+        ("solvers", deq.solver, deq.solver_options, "deq.solver"),
+        ("gradients", deq.gradient, deq.gradient_options, "deq.gradient"),
+        ("solvers", deq.b_solver, deq.b_solver_options, "deq.b_solver"),
+    ):
+        factory = lookup(kind, name, key)
+        check_options(factory, options, key.replace("solver", "solver_options"), fail, build=True)
+
+
+# -- smoke runs -----------------------------------------------------------------------------------
+def smoke_train(
+    suite: TrainSuite, max_steps: int | None = None, max_eval_batches: int | None = None
+) -> TrainSuite:
+    """The same suite as a smoke run: at most ``max_steps`` training steps and
+    ``max_eval_batches`` eval batches per run. The unrolled warm-up is capped at half the steps,
+    so a smoke run still switches to equilibrium mode."""
+    runs = []
+    for run in suite.runs:
+        spec = run.spec
+        if max_eval_batches:
+            current = spec.eval.max_batches
+            capped = min(current, max_eval_batches) if current else max_eval_batches
+            spec = spec.model_copy(
+                update={"eval": spec.eval.model_copy(update={"max_batches": capped})}
+            )
+        if max_steps:
+            warmup = min(spec.recipe.unrolled_warmup_steps, max_steps // 2)
+            recipe = spec.recipe.model_copy(update={"unrolled_warmup_steps": warmup})
+            spec = spec.model_copy(update={"recipe": recipe})
+        runs.append(dataclasses.replace(run, spec=spec, max_steps=max_steps or run.max_steps))
+    return dataclasses.replace(suite, runs=tuple(runs))
