@@ -58,7 +58,8 @@ def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
 
     suite = load_suite(suite_file, overrides)
     _warn(suite)
-    console.print(f"{suite_file}: ok, suite {suite.name!r} expands to {len(suite.runs)} runs")
+    n = len(suite.runs)
+    console.print(f"{suite_file}: ok, suite {suite.name!r} expands to {n} run{'s' * (n != 1)}")
 
 
 def _warn(suite) -> None:
