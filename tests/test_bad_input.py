@@ -110,7 +110,7 @@ def test_a_byte_order_mark_is_accepted(cli, tmp_path):
     path = tmp_path / "s.toml"
     path.write_bytes(b"\xef\xbb\xbf" + SUITE.encode())
     result = cli.invoke(main, ["validate", str(path)])
-    assert result.exit_code == 0 and "expands to 1 runs" in result.output, result.output
+    assert result.exit_code == 0 and "expands to 1 run" in result.output, result.output
 
 
 def test_a_huge_matrix_warns_and_costs_memory_by_sweep_not_by_run(cli, tmp_path):
