@@ -6,6 +6,7 @@ Each factory follows `deqbench.models`' contract. The DEQ layer is built with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -211,31 +212,9 @@ def build_mdeq(
     return MDEQModel(cell, head_module, deq or DEQSettings(), cfg, depth)
 
 
-def _factory(name: str):
-    def factory(
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        image_size: int | None = None,
-        head: str | None = None,
-        head_options: Mapping[str, Any] | None = None,
-        deq: DEQSettings | None = None,
-        dropout: float | None = None,
-        unroll: int | None = None,
-    ) -> MDEQModel:
-        return build_mdeq(
-            name,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            head=head,
-            head_options=head_options,
-            deq=deq,
-            dropout=dropout,
-            unroll=unroll,
-        )
-
-    factory.__name__ = factory.__qualname__ = "mdeq_" + name.replace("-", "_")
+def _factory(name: str) -> functools.partial[MDEQModel]:
+    """``build_mdeq`` bound to one variant: its signature (the options a suite may set) stays."""
+    factory = functools.partial(build_mdeq, name)
     factory.__doc__ = f"MDEQ {name} (options: dropout, unroll L of the warm-up)."
     return factory
 
