@@ -137,6 +137,10 @@ def test_bf16_autocast_forward_and_backward_on_cpu():
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.stats.forward.nfe >= 1
+    # the state runs in bf16, but the solvers' norms (and so their stopping) stay float32
+    for solve in (model.stats.forward, model.stats.backward):
+        assert solve.result.rel_trace.dtype == torch.float32
+        assert torch.isfinite(solve.result.rel_trace).all()
 
 
 def test_unknown_head_and_variant_say_did_you_mean():
