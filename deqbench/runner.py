@@ -238,7 +238,9 @@ def _run_train_all(
         start = time.perf_counter()
         try:
             key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
-            result = train_run(run, device, observer=observer, source=sources[key])
+            result = train_run(
+                run, device, observer=observer, source=sources[key], report=writer.path
+            )
             row.update(result.metrics)
             steps, traces = result.steps, result.traces
         except torch.OutOfMemoryError as exc:

@@ -15,7 +15,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,8 +97,11 @@ class _Pending:
 class StepLog:
     """Per-step records, kept as device tensors until `drain` reads them all at once."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(
+        self, device: torch.device, on_row: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.device = device
+        self.on_row = on_row  #: told each step row as it is drained (the TensorBoard log)
         self.rows: list[dict[str, Any]] = []  #: drained: the report's step rows
         self.step_ms: list[tuple[str, float, bool]] = []  #: (mode, ms, timed)
         self.f_ok: list[bool] = []
@@ -150,6 +153,8 @@ class StepLog:
                     "images_per_s": p.images / (ms / 1e3) if ms > 0 else None,
                 }
             )
+            if self.on_row is not None:
+                self.on_row(self.rows[-1])
             if not math.isfinite(loss):
                 raise Diverged(f"the training loss became {loss} at step {p.step}")
         return self.rows[-1]
@@ -430,9 +435,14 @@ def train_run(
     observer: Observer | None = None,
     refresh_s: float = 0.5,
     source: DataSource | None = None,
+    report: str | Path | None = None,
 ) -> RunOutput:
     """Seed, build, train, evaluate. A NaN loss ends the run as ``diverged`` (its steps so far
-    kept); other exceptions propagate to the suite runner, which records them."""
+    kept); other exceptions propagate to the suite runner, which records them.
+
+    With ``[logging] tensorboard = true`` and a ``report`` path, the step rows and each
+    evaluation also go to the run's TensorBoard folder beside the report (`deqbench.logging_tb`).
+    """
     out = RunOutput()
     m = out.metrics
     reset_peak_rss()
@@ -463,7 +473,12 @@ def train_run(
     state = build_state(run, model, steps)
     if observer is not None:
         observer.run_started(run, steps)
-    log = StepLog(device)
+    tb = None
+    if run.spec.logging.tensorboard and report is not None:
+        from deqbench.logging_tb import TensorBoardRun
+
+        tb = TensorBoardRun(report, run.index, run.label)
+    log = StepLog(device, on_row=tb.log_step if tb is not None else None)
     eval_s = 0.0
 
     def interim_eval(state: TrainState, interim: bool = False) -> None:
@@ -471,6 +486,8 @@ def train_run(
         start = time.perf_counter()
         result, _ = evaluate(state, run, loaders[1], info)
         eval_s += time.perf_counter() - start
+        if tb is not None:
+            tb.log_scalars(state.step, _eval_scalars(result))
         if observer is not None:
             observer.progress({"eval": result, "epoch": state.epoch})
 
@@ -481,18 +498,33 @@ def train_run(
         m["status"] = "completed"
     except Diverged as exc:
         m.update(status="diverged", error=str(exc))
+    except BaseException:
+        if tb is not None:
+            tb.close()
+        raise
     finally:
         train_s = time.perf_counter() - start - eval_s
         out.steps = [{"run": run.index, **row} for row in log.rows]
         out.step_ms = [ms for _, ms, _ in log.step_ms]
     _summarise(m, log, train_s, state, ds.batch_size, len(loaders[0]))
-    if m["status"] == "completed":
-        result, out.traces = evaluate(state, run, loaders[1], info)
-        m.update(result)
+    try:
+        if m["status"] == "completed":
+            result, out.traces = evaluate(state, run, loaders[1], info)
+            m.update(result)
+            if tb is not None:
+                tb.log_scalars(state.step, _eval_scalars(result))
+    finally:
+        if tb is not None:
+            tb.close()
     if device.type == "cuda":
         m["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / MB
     m["rss_peak_mb"] = run_peak_rss_mb()
     return out
+
+
+def _eval_scalars(result: dict[str, Any]) -> dict[str, Any]:
+    """Eval columns as TensorBoard tags: ``eval_top1`` → ``eval/top1``."""
+    return {"eval/" + k.removeprefix("eval_"): v for k, v in result.items()}
 
 
 def _summarise(

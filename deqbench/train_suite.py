@@ -119,6 +119,12 @@ class EvalTable(_Table):
     max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
 
 
+class LoggingTable(_Table):
+    """``[logging]``: optional logs beside the report (`deqbench.logging_tb`)."""
+
+    tensorboard: bool = False  #: per-step scalars to ``<report>.tensorboard/run-NNN-…/``
+
+
 class TrainFile(_Table):
     """A whole training-suite file (``matrix`` and ``include`` hold dotted-key overrides)."""
 
@@ -128,6 +134,7 @@ class TrainFile(_Table):
     deq: DEQTable = DEQTable()
     recipe: RecipeTable
     eval: EvalTable = EvalTable()
+    logging: LoggingTable = LoggingTable()
     matrix: dict[str, Sweep] = {}
     include: list[dict[str, Any]] = []
 
@@ -207,6 +214,10 @@ def load_train_suite(
             _check_plugins(run_spec, registry, path, f"{where} {_json(options)}" if options else "")
         for r in range(spec.suite.repeats):
             runs.append(TrainRun(len(runs), run_spec, options, spec.suite.seed + r))
+    if any(run.spec.logging.tensorboard for run in runs):
+        from deqbench.logging_tb import require_tensorboard
+
+        require_tensorboard(f"{path}: [logging] tensorboard")  # now, not when a run starts
     return TrainSuite(path, spec, tuple(runs))
 
 
