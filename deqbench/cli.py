@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -291,13 +290,12 @@ _GRADIENT = {
 
 
 def _cell(value: object) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
-    if isinstance(value, str) and value.startswith("{"):  # options, stored as JSON
+    """`deqbench.display.fmt`, with options (stored as JSON) shown as ``k=v`` pairs."""
+    from deqbench.display import fmt  # here, not at the top: rich.live is slow to import
+
+    if isinstance(value, str) and value.startswith("{"):
         return " ".join(f"{k}={v}" for k, v in json.loads(value).items())
-    return str(value)
+    return fmt(value)
 
 
 NOISY_NOTE = (
