@@ -4,13 +4,24 @@ plugin: ``deqbench.plugins.reset_registry(("train-toys", TrainToys()))``.
 - ``tiny-deq``: flatten → a tanh DEQ cell of width ``dim`` → linear; ``set_unrolled`` runs
   ``unrolled_depth`` weight-tied steps instead. It records each training forward's mode in
   ``modes``; ``nan_at_step`` makes the logits NaN from that training forward on, and
-  ``fail_at_step`` raises there (to test the runner's ``diverged`` and ``error`` rows).
+  ``fail_at_step`` raises there (to test the runner's ``diverged`` and ``error`` rows). From
+  that training forward on, ``oom_at_step`` raises a simulated ``torch.OutOfMemoryError``,
+  ``hang_at_step`` blocks for ever where no Python signal handler can run (as a stuck C++
+  kernel does) and ``crash_at_step`` kills its own process with SIGSEGV (to test ``oom``,
+  ``timeout`` and ``crashed`` rows); ``delay_s`` sleeps that long in every training forward;
+  ``input_noise`` adds Gaussian noise of that scale to training inputs from the global torch
+  RNG (so a resumed run's figures depend on its RNG state being restored).
 - ``tiny-mlp``: an explicit two-layer baseline; ``tiny-seg``: an explicit segmenter.
 - ``blobs``: 3 Gaussian classes as ``(1, size, size)`` images, fixed by ``seed``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import time
 from typing import Any
 
 import torch
@@ -56,6 +67,11 @@ class TinyDEQ(Model):
         unrolled_depth: int = 3,
         nan_at_step: int | None = None,
         fail_at_step: int | None = None,
+        oom_at_step: int | None = None,
+        hang_at_step: int | None = None,
+        crash_at_step: int | None = None,
+        delay_s: float = 0.0,
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.cell = TinyCell(dim, input_dim)
@@ -63,6 +79,9 @@ class TinyDEQ(Model):
         self.head = nn.Linear(dim, num_classes)
         self.unrolled_depth = unrolled_depth
         self.nan_at_step, self.fail_at_step = nan_at_step, fail_at_step
+        self.oom_at_step, self.hang_at_step = oom_at_step, hang_at_step
+        self.crash_at_step, self.delay_s = crash_at_step, delay_s
+        self.input_noise = input_noise
         self._unrolled = False
         self.modes: list[str] = []  #: the mode of each training forward, in order
 
@@ -79,6 +98,18 @@ class TinyDEQ(Model):
             self.modes.append("unrolled" if self._unrolled else "equilibrium")
             if self.fail_at_step is not None and step >= self.fail_at_step:
                 raise RuntimeError(f"tiny-deq fails at step {step} as asked")
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            if self.oom_at_step is not None and step >= self.oom_at_step:
+                raise torch.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by tiny-deq)"
+                )
+            if self.hang_at_step is not None and step >= self.hang_at_step:
+                _hang()
+            if self.crash_at_step is not None and step >= self.crash_at_step:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if self.input_noise:  # draws from the global RNG, as augmentation and dropout do
+                x = x + self.input_noise * torch.randn_like(x)
         if self._unrolled and self.training:
             injection = self.cell.inject(x)
             z = self.cell.init_state(injection)
@@ -90,6 +121,18 @@ class TinyDEQ(Model):
         if self.training and self.nan_at_step is not None and step >= self.nan_at_step:
             logits = logits * float("nan")
         return logits
+
+
+def _hang() -> None:
+    """Block for ever. On Linux: lock a plain pthread mutex twice, a deadlock inside C that no
+    signal handler interrupts (only SIGKILL or a default-action signal ends it)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None)
+        mutex = ctypes.create_string_buffer(128)  # all zeros: glibc's PTHREAD_MUTEX_INITIALIZER
+        libc.pthread_mutex_lock(mutex)
+        libc.pthread_mutex_lock(mutex)
+    while True:  # elsewhere, and should the deadlock ever return
+        time.sleep(3600)
 
 
 def tiny_deq(
