@@ -50,12 +50,19 @@ _LAZY: dict[str, str] = {
     "unpack": "deqbench.state",
     "DEQStats": "deqbench.stats",
     "SolveStats": "deqbench.stats",
+    "load_checkpoint": "deqbench.checkpoint",
+    "save_checkpoint": "deqbench.checkpoint",
+    "Dist": "deqbench.distributed",
+    "WorkerOutcome": "deqbench.worker",
+    "run_isolated": "deqbench.worker",
 }
 
 if TYPE_CHECKING:
     from deqbench.cell import Cell
+    from deqbench.checkpoint import load_checkpoint, save_checkpoint
     from deqbench.deq import DEQ, CellContractError
     from deqbench.diagnostics import spectral_radius
+    from deqbench.distributed import Dist
     from deqbench.errors import ConfigError, DeqbenchError, PluginConflictError, UnknownNameError
     from deqbench.gradients import GradContext, GradientEstimator
     from deqbench.hookspecs import hookimpl
@@ -66,6 +73,7 @@ if TYPE_CHECKING:
     from deqbench.solvers.base import Fn
     from deqbench.state import StateSpec, pack, unpack
     from deqbench.stats import DEQStats, SolveStats
+    from deqbench.worker import WorkerOutcome, run_isolated
 
 
 def __getattr__(name: str) -> Any:
@@ -93,6 +101,7 @@ __all__ = [
     "DEQSettings",
     "DEQStats",
     "DeqbenchError",
+    "Dist",
     "Fn",
     "GradContext",
     "GradientEstimator",
@@ -106,13 +115,17 @@ __all__ = [
     "StateSpec",
     "Status",
     "UnknownNameError",
+    "WorkerOutcome",
     "__version__",
     "get_cell",
     "get_gradient",
     "get_registry",
     "get_solver",
     "hookimpl",
+    "load_checkpoint",
     "pack",
+    "run_isolated",
+    "save_checkpoint",
     "spectral_radius",
     "unpack",
 ]

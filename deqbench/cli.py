@@ -87,6 +87,19 @@ def _warn(suite) -> None:
     help="Run only share I of N of the runs (run index % N = I-1); merge the shares' "
     "reports with deqbench merge.",
 )
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="REPORT.csv",
+    help="Continue this report: skip its finished runs, resume interrupted ones from their "
+    "checkpoints, append the rest.",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train each run on N processes (GPUs) with torch.distributed: shorthand for "
+    "torchrun --standalone --nproc_per_node=N -m deqbench run ...",
+)
 def run(
     suite_file: Path,
     out: Path | None,
@@ -97,39 +110,57 @@ def run(
     max_steps: int | None,
     max_eval_batches: int | None,
     shard: str | None,
+    resume: Path | None,
+    nproc: int | None,
 ) -> None:
     """Run a suite and write its report (CSV, traces and metadata)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deqbench import distributed
+    from deqbench.errors import ConfigError
     from deqbench.results import check_out
+    from deqbench.resume import plan_resume, suite_record
     from deqbench.runner import resolve_device, run_suite
-    from deqbench.shard import fingerprint, parse_shard
+    from deqbench.shard import parse_shard
     from deqbench.suite import load_suite, select, smoke
 
     share = parse_shard(shard) if shard else None
     suite = load_suite(suite_file, overrides)
+    is_train = getattr(suite, "kind", "solve") == "train"
+    if nproc and not distributed.from_env().enabled:
+        if not is_train:
+            raise ConfigError(f"{suite_file}: --nproc applies to training suites")
+        distributed.relaunch(nproc)  # does not return
+    if not distributed.from_env().is_main:  # one rank speaks for the job
+        console.quiet = err_console.quiet = True
     _warn(suite)
-    if out is not None:
+    if resume is not None:
+        if out is not None and out.resolve() != resume.resolve():
+            raise ConfigError(f"--out {out} with --resume {resume}: give one of them")
+        out = resume
+    elif out is not None:
         check_out(out)
     settings = dict(limit=limit, only=tuple(sorted(only)), max_steps=max_steps)
     settings["max_eval_batches"] = max_eval_batches
-    suite_hash = fingerprint(suite, settings) if share else ""
-    if getattr(suite, "kind", "solve") == "train":
+    record = suite_record(suite, settings)
+    plan = None
+    if resume is not None:
+        rank0 = distributed.from_env().is_main
+        plan = plan_resume(resume, suite, settings, shard=share, rewrite=rank0)
+    if is_train:
         if limit or only:
-            from deqbench.errors import ConfigError
-
             raise ConfigError(
                 f"{suite_file}: --limit and --only apply to solve suites; a training suite "
                 "takes --max-steps and --max-eval-batches"
             )
-        suite, meta, out = _take_share(suite, share, suite_hash, out)
-        _run_train(suite, out, device, max_steps, max_eval_batches, meta)
+        suite, meta, out = _take_share(suite, share, record, out)
+        _run_train(suite, out, device, max_steps, max_eval_batches, meta, plan)
         return
     if only:
         suite = select(suite, only)
     if limit:
         suite = smoke(suite, limit)
-    suite, meta, out = _take_share(suite, share, suite_hash, out)
+    suite, meta, out = _take_share(suite, share, record, out)
     dev = resolve_device(device or suite.spec.suite.device)
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -138,7 +169,8 @@ def run(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(suite.name, total=len(suite.runs))
-        outcome = run_suite(suite, out, dev, on_row=lambda row: bar.advance(task), meta=meta)
+        advance = lambda row: bar.advance(task)  # noqa: E731
+        outcome = run_suite(suite, out, dev, on_row=advance, meta=meta, resume=plan)
     console.print(results_table(outcome.rows))
     if any(row.get("noisy") for row in outcome.rows):
         err_console.print(f"[yellow]warning:[/] {NOISY_NOTE}", highlight=False)
@@ -150,15 +182,16 @@ def run(
         sys.exit(1)
 
 
-def _take_share(suite, share, suite_hash: str, out: Path | None):
-    """The suite's runs of ``share`` (all runs when None), the keys its meta.json adds and its
-    report path: by default ``reports/<suite>-<time>-shard-I-of-N.csv``."""
+def _take_share(suite, share, record: dict, out: Path | None):
+    """The suite's runs of ``share`` (all runs when None), the keys its meta.json adds (the
+    suite's `deqbench.resume.suite_record`, and the share's) and its report path: by default
+    ``reports/<suite>-<time>-shard-I-of-N.csv``."""
     if share is None:
-        return suite, None, out
+        return suite, dict(record), out
     from deqbench.results import COLUMNS, TRAIN_COLUMNS, check_out
     from deqbench.shard import share_meta, take_share
 
-    meta = share_meta(suite, share, suite_hash)
+    meta = {**record, **share_meta(suite, share, record["fingerprint"])}
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = check_out(Path("reports") / f"{suite.name}-{stamp}{share.suffix}.csv")
@@ -167,7 +200,7 @@ def _take_share(suite, share, suite_hash: str, out: Path | None):
         f"share {share} of suite [bold]{suite.name}[/]: {len(part.runs)} of its "
         f"{len(suite.runs)} runs"
     )
-    if not part.runs:  # N above the run count: the share still leaves a report to merge
+    if not part.runs and not out.exists():  # N above the run count: still a report to merge
         err_console.print(f"[yellow]warning:[/] share {share} holds none of the suite's runs")
         columns = TRAIN_COLUMNS if getattr(suite, "kind", "solve") == "train" else COLUMNS
         out.write_text(",".join(columns) + "\n", encoding="utf-8")
@@ -181,7 +214,9 @@ def _run_train(
     max_steps: int | None,
     max_eval: int | None,
     meta: dict | None = None,
+    plan=None,
 ) -> None:
+    from deqbench import distributed
     from deqbench.display import TrainDisplay
     from deqbench.runner import resolve_device, run_suite
     from deqbench.train_suite import smoke_train
@@ -189,14 +224,30 @@ def _run_train(
     if max_steps or max_eval:
         suite = smoke_train(suite, max_steps, max_eval)
     dev = resolve_device(device or suite.spec.suite.device)
+    ctx = distributed.init(dev)
+    dev = distributed.rank_device(dev, ctx)
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("reports") / f"{suite.name}-{stamp}.csv"
-    console.print(f"suite [bold]{suite.name}[/]: {len(suite.runs)} training runs on {dev} → {out}")
-    with TrainDisplay(console, suite.name, len(suite.runs)) as display:
-        outcome = run_suite(
-            suite, out, dev, on_row=display.run_finished, observer=display, meta=meta
-        )
+        out = distributed.from_main(Path("reports") / f"{suite.name}-{stamp}.csv", ctx)
+    where = f"{dev}" if not ctx.enabled else f"{ctx.world_size} ranks ({ctx.backend}, {dev.type})"
+    todo = len(suite.runs) - (len(plan.finished) if plan else 0)
+    console.print(f"suite [bold]{suite.name}[/]: {todo} training runs on {where} → {out}")
+    if plan is not None:
+        console.print(f"resuming {out}: {len(plan.finished)} finished runs kept")
+    try:
+        with TrainDisplay(console, suite.name, todo) as display:
+            outcome = run_suite(
+                suite,
+                out,
+                dev,
+                on_row=display.run_finished,
+                observer=display,
+                meta=meta,
+                resume=plan,
+                ctx=ctx,
+            )
+    finally:
+        distributed.shutdown()
     console.print(train_table(outcome.rows))
     total = sum(row["wall_s"] for row in outcome.rows)
     console.print(f"wrote {out} (+ .steps.csv, .traces.csv, .meta.json) in {total:.0f} s")

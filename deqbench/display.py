@@ -61,9 +61,12 @@ def finished_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def plain_line(row: dict[str, Any], total: int) -> str:
-    """One line per finished run, for logs."""
-    parts = [f"run {row['run'] + 1}/{total}", row.get("model", ""), row["status"]]
+def plain_line(row: dict[str, Any], total: int, done: int | None = None) -> str:
+    """One line per finished run, for logs: the ``done``-th of ``total`` to run here (a share
+    or a resumed suite runs fewer than the suite has), and the run's index when that differs."""
+    done = row["run"] + 1 if done is None else done
+    where = f"run {done}/{total}" + (f" (#{row['run']})" if done != row["run"] + 1 else "")
+    parts = [where, row.get("model", ""), row["status"]]
     for key, label in (
         ("solver", "solver"),
         ("gradient", "grad"),
@@ -163,4 +166,5 @@ class TrainDisplay:
         if self._live is not None:
             self._live.update(self._render())
         else:
-            self.console.print(plain_line(row, self.total), highlight=False, soft_wrap=True)
+            line = plain_line(row, self.total, len(self.rows))
+            self.console.print(line, highlight=False, soft_wrap=True)

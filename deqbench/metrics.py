@@ -102,6 +102,18 @@ class EvalMeter:
         else:
             self.correct += topk_correct(logits, target)
 
+    def reduce(self, ctx) -> None:
+        """Sum the counts over the ranks of a `deqbench.distributed.Dist` (each evaluated its
+        own share), so `result` covers the whole evaluation set."""
+        if not ctx.enabled:
+            return
+        from deqbench.distributed import all_reduce
+
+        for tensor in (self.loss_sum, self.correct, self.confusion):
+            all_reduce(tensor)
+        samples = torch.tensor(self.samples, dtype=torch.int64, device=self.loss_sum.device)
+        self.samples = int(all_reduce(samples))
+
     def result(self) -> dict[str, float]:
         """The report's eval columns for this task (one host sync)."""
         if self.samples == 0:

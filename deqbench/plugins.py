@@ -2,6 +2,10 @@
 
 Plugins load one at a time. A plugin that fails to import or to register is recorded as a
 `PluginFailure` and the rest still load; ``DEQBENCH_STRICT_PLUGINS=1`` re-raises instead.
+
+Besides installed entry points, ``DEQBENCH_PLUGINS`` names plugins to load by import path,
+comma-separated ``module`` or ``module:attribute`` (a plugin in a local file needs no package);
+it reaches every process of a job, torchrun's ranks included.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from deqbench import hookspecs
 from deqbench.errors import DeqbenchError, PluginConflictError, UnknownNameError, did_you_mean
 
 ENTRY_POINT_GROUP = "deqbench"
+ENV_PLUGINS = "DEQBENCH_PLUGINS"
 CORE_PLUGIN = "deqbench"
 
 
@@ -108,6 +113,20 @@ class Registry:
             version = ep.dist.version if ep.dist is not None else ""
             self.add_plugin(module, ep.name, version)
 
+    def load_environment(self) -> None:
+        """Load the plugins that ``DEQBENCH_PLUGINS`` names (``module[:attribute]``, commas)."""
+        for spec in filter(None, (s.strip() for s in os.environ.get(ENV_PLUGINS, "").split(","))):
+            module, _, attr = spec.partition(":")
+            try:
+                plugin = importlib.import_module(module)
+                if attr:
+                    plugin = functools.reduce(getattr, attr.split("."), plugin)
+                    plugin = plugin() if isinstance(plugin, type) else plugin
+            except Exception as exc:
+                self._fail(spec, exc)
+                continue
+            self.add_plugin(plugin, spec)
+
     def _collect(self, kind: str, plugin: str, hook: Callable[..., Any]) -> None:
         staged: list[Entry] = []
 
@@ -183,18 +202,30 @@ def get_registry() -> Registry:
     if _registry is None:
         registry = _core_registry()
         registry.load_entry_points()
+        registry.load_environment()
         _registry = registry
     return _registry
 
 
+_in_process: tuple[tuple[str, object], ...] = ()
+
+
 def reset_registry(*extra: tuple[str, object]) -> Registry:
-    """Rebuild the registry, adding ``(name, plugin)`` pairs in-process (tests, notebooks)."""
-    global _registry
+    """Rebuild the registry, adding ``(name, plugin)`` pairs in-process (tests, notebooks).
+    They also reach the worker process of each isolated run (`in_process_plugins`), so they
+    must be picklable: a module-level class's instance is."""
+    global _registry, _in_process
     _registry = None
     registry = get_registry()
     for name, plugin in extra:
         registry.add_plugin(plugin, name)
+    _in_process = tuple(extra)
     return registry
+
+
+def in_process_plugins() -> tuple[tuple[str, object], ...]:
+    """The plugins the last `reset_registry` added in-process."""
+    return _in_process
 
 
 def lookup(kind: str, name: str) -> Entry:

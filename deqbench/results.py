@@ -88,7 +88,7 @@ TRACE_COLUMNS: dict[str, str] = {
     "rel_residual_max": "max over samples of the relative residual",
 }
 
-FAILED = ("oom", "error", "timeout", "interrupted")
+FAILED = ("oom", "error", "timeout", "interrupted", "crashed")
 
 #: Result columns of training suites (``kind = "train"``), in file order. Explicit models leave
 #: the solver, gradient and ``f_*``/``b_*`` columns empty.
@@ -116,6 +116,10 @@ TRAIN_COLUMNS: dict[str, str] = {
     "status": "completed | diverged | oom | error | timeout | interrupted | crashed",
     "error": "why the run failed or diverged (empty when it completed)",
     "device": "device the run used",
+    "world_size": "processes (ranks) the run trained on under torch.distributed; batch_size is "
+    "the global batch, batch_size / world_size per rank",
+    "resumed_from_step": "the checkpointed step the run was resumed from (--resume); empty when "
+    "it ran from the start",
     "params": "trainable parameters",
     "epochs_done": "passes over the training split done (fractional)",
     "steps_done": "optimizer steps done",
@@ -135,7 +139,7 @@ TRAIN_COLUMNS: dict[str, str] = {
     "equilibrium mode; parameters excluded, storage counted once), MB",
     "peak_mem_mb": "CUDA only: peak allocated memory of the run, MB",
     "rss_peak_mb": "CPU: the process's peak resident memory during this run (reset at its "
-    "start on Linux), MB",
+    "start on Linux), MB; under torch.distributed, the largest over the ranks (as peak_mem_mb)",
     "eval_top1": "top-1 accuracy on the eval split, percent (classification)",
     "eval_top5": "top-5 accuracy on the eval split, percent (classification)",
     "eval_miou": "mean intersection over union, percent (segmentation; ignore label skipped)",
@@ -239,10 +243,12 @@ class ReportWriter:
         traces: Iterable[Mapping[str, Any]] = (),
         steps: Iterable[Mapping[str, Any]] = (),
     ) -> None:
-        _append(self.path, [row], self.columns)
+        # The row last: it marks the run finished (`deqbench.resume` drops the step and trace
+        # rows of a run without one), so a kill between the writes duplicates nothing.
         _append(self.traces, list(traces), TRACE_COLUMNS)
         if self.kind == "train":
             _append(self.steps, list(steps), STEP_COLUMNS)
+        _append(self.path, [row], self.columns)
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         self.meta.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
@@ -253,11 +259,19 @@ def _append(path: Path, rows: list[Mapping[str, Any]], columns: Mapping[str, str
     if unknown:
         raise KeyError(f"undocumented report columns: {sorted(unknown)}")
     new = not path.exists() or path.stat().st_size == 0
-    frame = pd.DataFrame(rows, columns=list(columns))
-    with path.open("a", encoding="utf-8", newline="") as fh:
-        frame.to_csv(fh, header=new, index=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+    if not rows and not new:
+        return
+    text = pd.DataFrame(rows, columns=list(columns)).to_csv(header=new, index=False)
+    # One unbuffered write of the whole text: an exit at any moment (a second Ctrl-C, a kill)
+    # leaves every row whole or absent, never cut.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_report(path: str | Path) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import threading
@@ -50,17 +51,24 @@ class DeferredInterrupt:
     """Ctrl-C (SIGINT) raises only while `armed` (inside a run); elsewhere (writing a row,
     the progress bar) it is noted in `pending` and acted on once the row is safely written.
 
-    The first interrupt of a run disarms, so a second Ctrl-C cannot cut through the handler
-    that records the first. Off the main thread (where Python cannot take signals) it does
-    nothing, and Ctrl-C behaves as before.
+    The first interrupt disarms, so it is recorded once; a second Ctrl-C kills any run worker
+    and exits at once with code 130 (rows are written whole, so none is cut). Off the main
+    thread (where Python cannot take signals) it does nothing, and Ctrl-C behaves as before.
     """
 
     def __init__(self) -> None:
         self.armed = False
         self.pending = False
+        self.taken = False  #: a Ctrl-C was had; the next one exits at once
         self._previous: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.taken:  # a second Ctrl-C: leave now (rows are written whole, see results)
+            from deqbench.worker import kill_live_workers
+
+            kill_live_workers()
+            os._exit(130)
+        self.taken = True
         if self.armed:
             self.armed = False
             raise KeyboardInterrupt
@@ -127,9 +135,13 @@ def run_suite(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     observer: Any = None,
     meta: dict[str, Any] | None = None,
+    resume: Any = None,
+    ctx: Any = None,
 ) -> SuiteOutcome:
     """Run every run of ``suite``, appending each row to ``out`` as soon as the run ends.
     ``meta`` adds keys to the report's ``meta.json`` (a share's `deqbench.shard.share_meta`).
+    ``resume`` (a `deqbench.resume.ResumePlan` of ``out``) skips the runs it has finished.
+    ``ctx`` is this process's `deqbench.distributed.Dist` under torchrun (training suites).
 
     Training suites (``kind = "train"``) go through `_run_train_all`; ``observer`` (a
     `deqbench.train_run.Observer`, e.g. the live display) follows their steps.
@@ -144,8 +156,8 @@ def run_suite(
         torch.set_num_threads(suite.spec.suite.threads)
     try:
         if getattr(suite, "kind", "solve") == "train":
-            return _run_train_all(suite, out, device, on_row, observer, meta)
-        return _run_all(suite, out, device, on_row, meta)
+            return _run_train_all(suite, out, device, on_row, observer, meta, resume, ctx)
+        return _run_all(suite, out, device, on_row, meta, resume)
     finally:
         torch.set_num_threads(threads)
 
@@ -156,8 +168,10 @@ def _run_all(
     device: torch.device,
     on_row: Callable[[dict[str, Any]], None] | None,
     extra_meta: dict[str, Any] | None = None,
+    resume: Any = None,
 ) -> SuiteOutcome:
     writer = ReportWriter(out)
+    finished = resume.finished if resume is not None else frozenset()
     registry = get_registry()
     meta = metadata(registry.versions, registry.failures, device)
     meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs))
@@ -168,6 +182,8 @@ def _run_all(
     references: dict[str, Any] = {}  # exact gradients, computed once per problem
     with DeferredInterrupt() as sigint:
         for run in suite.runs:
+            if run.index in finished:
+                continue
             if sigint.pending:  # Ctrl-C between runs: every finished row is written
                 outcome.interrupted = True
                 break
@@ -211,56 +227,144 @@ def _run_train_all(
     on_row: Callable[[dict[str, Any]], None] | None,
     observer: Any,
     extra_meta: dict[str, Any] | None = None,
+    resume: Any = None,
+    ctx: Any = None,
 ) -> SuiteOutcome:
     """The training runs one by one, each ending as one row (and its step and trace rows).
 
     Each distinct dataset is built once before anything trains, so a missing data root stops
-    the suite at once with its `DatasetError` rather than failing every run.
+    the suite at once with its `DatasetError` rather than failing every run. Each run trains
+    in a worker process of its own (``[suite] isolate``, `deqbench.worker`), where a timeout,
+    a crash or the kernel's OOM killer ends that run alone; under torch.distributed (``ctx``)
+    the ranks train in their own processes, rank 0 writes the report. ``resume`` (a
+    `deqbench.resume.ResumePlan`) skips the runs a report already has and continues the rest
+    from their checkpoints.
     """
-    from deqbench.train_run import build_source, identity, train_run
+    from deqbench.checkpoint import checkpoint_path, remove_checkpoint
+    from deqbench.distributed import SINGLE
+    from deqbench.train_run import build_source, identity
 
+    ctx = ctx or SINGLE
     sources: dict[str, Any] = {}
     for run in suite.runs:
         key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
         if key not in sources:
             sources[key] = build_source(run)
     writer = ReportWriter(out, kind="train")
-    registry = get_registry()
-    meta = metadata(registry.versions, registry.failures, device)
-    meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs), kind="train")
-    meta.update(extra_meta or {})
-    writer.write_meta(meta)
+    if ctx.is_main:
+        registry = get_registry()
+        meta = metadata(registry.versions, registry.failures, device)
+        meta.update(suite=suite.name, suite_file=str(suite.path), runs=len(suite.runs))
+        meta.update(kind="train", world_size=ctx.world_size)
+        if ctx.enabled:
+            meta["distributed"] = {"backend": ctx.backend, "world_size": ctx.world_size}
+        meta.update(extra_meta or {})
+        writer.write_meta(meta)
     outcome = SuiteOutcome(writer.path)
-    for run in suite.runs:
-        row = identity(suite.name, run, device)
-        steps: list[dict] = []
-        traces: list[dict] = []
-        start = time.perf_counter()
-        try:
-            key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
-            result = train_run(
-                run, device, observer=observer, source=sources[key], report=writer.path
-            )
-            row.update(result.metrics)
-            steps, traces = result.steps, result.traces
-        except torch.OutOfMemoryError as exc:
-            row.update(status="oom", error=_one_line(exc))
-        except KeyboardInterrupt:
-            row.update(status="interrupted", error="interrupted by the user")
-            outcome.interrupted = True
-        except Exception as exc:
-            row.update(status="error", error=f"{type(exc).__name__}: {_one_line(exc)}")
-        finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        row["wall_s"] = time.perf_counter() - start
-        writer.append(row, traces, steps)
-        outcome.rows.append(row)
-        if on_row:
-            on_row(row)
-        if outcome.interrupted:
-            break
+    finished = resume.finished if resume is not None else frozenset()
+    with DeferredInterrupt() as sigint:
+        for run in suite.runs:
+            if run.index in finished:
+                continue
+            if sigint.pending:  # Ctrl-C between runs: every finished row is written
+                outcome.interrupted = True
+                break
+            row = identity(suite.name, run, device)
+            info = run.spec.suite
+            ckpt = checkpoint_path(writer.path, run.index) if info.checkpoint else None
+            result = None
+            start = time.perf_counter()
+            try:
+                sigint.armed = True
+                if sigint.pending:
+                    raise KeyboardInterrupt
+                key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
+                if info.isolate and not ctx.enabled:
+                    status, result, error = _train_isolated(
+                        run, device, writer.path, ckpt, resume is not None, observer
+                    )
+                    if status != "ok":
+                        row.update(status=status, error=error)
+                else:
+                    result = _train_here(
+                        run, device, sources[key], writer.path, ckpt, resume, observer, ctx
+                    )
+                sigint.armed = False
+            except torch.OutOfMemoryError as exc:
+                row.update(status="oom", error=_one_line(exc))
+            except KeyboardInterrupt:
+                row.update(status="interrupted", error="interrupted by the user")
+                outcome.interrupted = True
+            except Exception as exc:
+                row.update(status="error", error=f"{type(exc).__name__}: {_one_line(exc)}")
+            finally:
+                sigint.armed = False
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            steps: list[dict] = []
+            traces: list[dict] = []
+            if result is not None:
+                row.update(result.metrics)
+                steps, traces = result.steps, result.traces
+            row["wall_s"] = time.perf_counter() - start
+            if ctx.is_main:
+                writer.append(row, traces, steps)
+                final = row["status"] != "interrupted"  # resuming skips this run from now on
+                if ckpt is not None and final and not info.keep_checkpoints:
+                    remove_checkpoint(ckpt)
+            outcome.rows.append(row)
+            if on_row:
+                on_row(row)
+            if outcome.interrupted:
+                break
+        outcome.interrupted = outcome.interrupted or sigint.pending
     return outcome
+
+
+def _train_here(run, device, source, report, ckpt, resume, observer, ctx) -> Any:
+    """One training run in this process (``isolate = false``, or a torch.distributed rank)."""
+    from deqbench.train_run import train_run
+
+    return train_run(
+        run,
+        device,
+        observer=observer if ctx.is_main else None,
+        source=source,
+        report=report,
+        ctx=ctx,
+        checkpoint=ckpt,
+        resume=resume is not None,
+    )
+
+
+def _train_isolated(run, device, report, ckpt, resume: bool, observer) -> tuple[str, Any, str]:
+    """One training run in its own worker process: ``(status, RunOutput | None, error)``;
+    status ``ok`` when the worker returned, else the worker's outcome (timeout, crashed...)."""
+    from deqbench.plugins import in_process_plugins
+    from deqbench.train_run import train_in_worker
+    from deqbench.worker import run_isolated
+
+    def on_event(event: tuple[str, Any]) -> None:
+        if observer is None:
+            return
+        kind, payload = event
+        if kind == "run_started":
+            observer.run_started(run, payload)
+        else:
+            observer.progress(payload)
+
+    args = (run, str(device), str(report), str(ckpt) if ckpt else None, resume)
+    result = run_isolated(
+        train_in_worker,
+        args,
+        timeout_s=run.spec.suite.timeout,
+        on_event=on_event,
+        plugins=in_process_plugins(),
+        threads=run.spec.suite.threads,
+    )
+    if result.status == "ok":
+        return "ok", result.value, ""
+    return result.status, None, result.error
 
 
 def _one_line(exc: BaseException) -> str:

@@ -25,6 +25,17 @@ import torch
 from torch import Tensor
 
 from deqbench.data import DataSource, make_loader
+from deqbench.distributed import (
+    SINGLE,
+    Dist,
+    EvalSampler,
+    TrainSampler,
+    all_reduce,
+    mean_over_ranks,
+    rank_batch,
+    reduce_metrics,
+    wrap_model,
+)
 from deqbench.errors import ConfigError
 from deqbench.measure import MB, median_iqr, peak_rss_mb
 from deqbench.memory import SavedTensorsMeter
@@ -61,6 +72,8 @@ class TrainState:
     scaler: torch.amp.GradScaler
     step: int = 0
     epoch: int = 0
+    saved_mb: float | None = None  #: saved activations of the metered step
+    net: torch.nn.Module | None = None  #: what the forward goes through (DDP); None: model
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +83,7 @@ class TrainState:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
+            "saved_mb": self.saved_mb,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -78,6 +92,7 @@ class TrainState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = state["step"], state["epoch"]
+        self.saved_mb = state.get("saved_mb")
 
 
 @dataclass
@@ -98,9 +113,12 @@ class StepLog:
     """Per-step records, kept as device tensors until `drain` reads them all at once."""
 
     def __init__(
-        self, device: torch.device, on_row: Callable[[dict[str, Any]], None] | None = None
+        self,
+        device: torch.device,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+        ctx: Dist = SINGLE,
     ) -> None:
-        self.device = device
+        self.device, self.ctx = device, ctx
         self.on_row = on_row  #: told each step row as it is drained (the TensorBoard log)
         self.rows: list[dict[str, Any]] = []  #: drained: the report's step rows
         self.step_ms: list[tuple[str, float, bool]] = []  #: (mode, ms, timed)
@@ -130,7 +148,10 @@ class StepLog:
         if not self._pending:
             return None
         pending, self._pending = self._pending, []
-        losses = torch.stack([p.loss.float() for p, _, _ in pending]).tolist()
+        losses = torch.stack([p.loss.float() for p, _, _ in pending])
+        # Under DDP each rank's loss is over its part of the batch: their mean is the global
+        # batch's loss, and every rank sees the same numbers (so all agree on a divergence).
+        losses = mean_over_ranks(losses, self.ctx).tolist()
         for (p, (start, end), timed), loss in zip(pending, losses, strict=True):
             if isinstance(start, float):
                 ms = (end - start) * 1e3
@@ -232,7 +253,7 @@ def train_step(
     state.optimizer.zero_grad(set_to_none=True)
     with meter if meter is not None else contextlib.nullcontext():
         with _autocast(device, recipe.precision):
-            logits = model(x)
+            logits = (state.net or model)(x)
         loss = task_loss(
             logits,
             y,
@@ -253,46 +274,66 @@ def train_step(
     return loss.detach()
 
 
-def _batches(loader, state: TrainState) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches across epochs without end; ``state.epoch`` counts the passes completed."""
-    while True:
-        yield from loader
-        state.epoch += 1
+class Epochs:
+    """The training batches, epoch after epoch, from any step: the sampler reshuffles from
+    ``seed + epoch`` and skips what the epoch already trained on, and the loader's generator
+    (which seeds its workers) is rewound to where the epoch began, so a resumed run sees the
+    batches, in order, that an uninterrupted one would have."""
+
+    def __init__(self, loader: Any, sampler: TrainSampler, rank_batch: int) -> None:
+        self.loader, self.sampler, self.rank_batch = loader, sampler, rank_batch
+        self.per_epoch = sampler.num_samples // rank_batch
+        self.epoch_rng: Tensor | None = None  #: the loader generator's state at epoch start
+        self._it: Iterator | None = None
+
+    def next(self, state: TrainState) -> tuple[Tensor, Tensor]:
+        if self._it is None:
+            state.epoch = state.step // self.per_epoch
+            self.sampler.set_epoch(state.epoch)
+            self.sampler.start = (state.step % self.per_epoch) * self.rank_batch
+            if self.epoch_rng is None:
+                self.epoch_rng = self.loader.generator.get_state()
+            else:
+                self.loader.generator.set_state(self.epoch_rng)
+            self._it = iter(self.loader)
+        return next(self._it)
+
+    def end_epoch(self) -> None:
+        """The epoch's last batch was trained on: the next `next` starts a new one."""
+        self._it = None
+        self.epoch_rng = self.loader.generator.get_state()
 
 
 def train(
     state: TrainState,
     run: TrainRun,
-    loaders: tuple[Any, Any],
+    batches: Epochs,
     info: Any,
     steps: int,
     log: StepLog,
     observer: Observer | None = None,
     refresh_s: float = 0.5,
     evaluate_fn=None,
+    checkpoint_fn=None,
+    ctx: Dist = SINGLE,
 ) -> dict[str, Any]:
     """Train ``state`` until ``steps`` steps are done: the unrolled warm-up first, then
-    equilibrium mode. Returns the measurements that are not in the step log."""
+    equilibrium mode. ``checkpoint_fn(state)`` is called every ``[suite] checkpoint_every``
+    steps and at each epoch end. Returns the measurements that are not in the step log."""
     model, recipe = state.model, run.spec.recipe
     device = next(model.parameters()).device
     warmup = recipe.unrolled_warmup_steps if model.implicit else 0
-    train_loader = loaders[0]
-    steps_per_epoch = len(train_loader)
+    per_epoch = batches.per_epoch
     every = run.spec.eval.every_epochs
-    saved_mb: float | None = None
+    ckpt_every = run.spec.suite.checkpoint_every
     metered_step = min(warmup, steps - 1)  # the first equilibrium step, or the last one
     model.train()
     model.set_unrolled(warmup > 0 and state.step < warmup)
     last_refresh = time.perf_counter()
-    batches = _batches(train_loader, state)
     while state.step < steps:
-        if state.step == warmup and model.unrolled:
+        if state.step >= warmup and model.unrolled:
             model.set_unrolled(False)  # the warm-up switch, at the configured step
-        epoch = state.epoch
-        x, y = next(batches)
-        if state.epoch != epoch and evaluate_fn and every and state.epoch % every == 0:
-            evaluate_fn(state, interim=True)
-            log.restart_clock()
+        x, y = batches.next(state)
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         meter = None
@@ -302,7 +343,7 @@ def train(
         lr = state.optimizer.param_groups[0]["lr"]
         step = state.step
         loss = train_step(state, x, y, run, info.task, info.ignore_index, meter)
-        entry = _Pending(step, state.epoch, mode, loss, lr, x.shape[0])
+        entry = _Pending(step, state.epoch, mode, loss, lr, x.shape[0] * ctx.world_size)
         stats = model.stats if mode == "equilibrium" else None
         if stats is not None and stats.forward is not None:
             result = stats.forward.result
@@ -311,25 +352,42 @@ def train(
             entry.b_nfe = stats.backward.nfe if stats.backward is not None else None
         log.record(entry, timed=meter is None)
         if meter is not None:
-            saved_mb = meter.mb
+            state.saved_mb = meter.mb
+        epoch_end = state.step % per_epoch == 0
+        if epoch_end:
+            batches.end_epoch()
+            state.epoch += 1
+            if evaluate_fn and every and state.epoch % every == 0 and state.step < steps:
+                evaluate_fn(state, interim=True)
+                log.restart_clock()
         now = time.perf_counter()
-        if now - last_refresh >= refresh_s:
+        # Under DDP the drain is collective (losses are averaged over ranks): every rank must
+        # drain at the same steps, so the cadence counts steps rather than seconds.
+        due = state.step % 20 == 0 if ctx.enabled else now - last_refresh >= refresh_s
+        save = epoch_end or bool(ckpt_every and state.step % ckpt_every == 0)
+        if state.step == steps:  # the finished run's state is in its row, its weights kept
+            save = run.spec.suite.keep_checkpoints  # only when asked
+        save = save and checkpoint_fn is not None
+        if due or save:
             snapshot = log.drain()
             last_refresh = now
             if observer is not None and snapshot is not None:
-                observer.progress({**snapshot, "total": steps, "steps_per_epoch": steps_per_epoch})
+                observer.progress({**snapshot, "total": steps, "steps_per_epoch": per_epoch})
+        if save:
+            checkpoint_fn(state)
+            log.restart_clock()
     snapshot = log.drain()
     if observer is not None and snapshot is not None:
-        observer.progress({**snapshot, "total": steps, "steps_per_epoch": steps_per_epoch})
-    return {"saved_mb": saved_mb}
+        observer.progress({**snapshot, "total": steps, "steps_per_epoch": per_epoch})
+    return {"saved_mb": state.saved_mb}
 
 
 @torch.no_grad()
 def evaluate(
-    state: TrainState, run: TrainRun, loader, info: Any
+    state: TrainState, run: TrainRun, loader, info: Any, ctx: Dist = SINGLE
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Evaluate in equilibrium mode on at most ``eval.max_batches`` batches: the eval columns
-    and the solver trace of the first batch's forward."""
+    """Evaluate in equilibrium mode on at most ``eval.max_batches`` batches (per rank): the
+    eval columns, over every rank's share, and the solver trace of the first batch's forward."""
     model = state.model
     device = next(model.parameters()).device
     was_unrolled, was_training = model.unrolled, model.training
@@ -353,9 +411,13 @@ def evaluate(
                 traces = trace_rows(run.index, stats.forward.result)
     model.set_unrolled(was_unrolled)
     model.train(was_training)
+    meter.reduce(ctx)
+    nfe = torch.tensor([float(sum(nfes)), float(len(nfes))], dtype=torch.float64)
+    if ctx.enabled:
+        all_reduce(nfe)
     out = meter.result()
-    if nfes:
-        out["eval_nfe_mean"] = statistics.fmean(nfes)
+    if nfe[1] > 0:
+        out["eval_nfe_mean"] = float(nfe[0] / nfe[1])
     return out, traces
 
 
@@ -436,13 +498,23 @@ def train_run(
     refresh_s: float = 0.5,
     source: DataSource | None = None,
     report: str | Path | None = None,
+    ctx: Dist = SINGLE,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> RunOutput:
     """Seed, build, train, evaluate. A NaN loss ends the run as ``diverged`` (its steps so far
     kept); other exceptions propagate to the suite runner, which records them.
 
+    ``checkpoint`` is where the run checkpoints (every ``[suite] checkpoint_every`` steps and
+    at each epoch end; None: never); with ``resume`` the run continues from it when it exists.
+    Under torch.distributed (``ctx``) the batch is split over the ranks, the model trains in
+    DDP, and the row's figures are combined over the ranks (`deqbench.distributed`).
+
     With ``[logging] tensorboard = true`` and a ``report`` path, the step rows and each
     evaluation also go to the run's TensorBoard folder beside the report (`deqbench.logging_tb`).
     """
+    from deqbench.checkpoint import load_checkpoint
+
     out = RunOutput()
     m = out.metrics
     reset_peak_rss()
@@ -457,34 +529,52 @@ def train_run(
             f"model {run.spec.model.name!r} is a {model.task} model, dataset "
             f"{run.spec.dataset.name!r} a {info.task} dataset"
         )
+    if ctx.rank:  # the same initial weights on every rank, then each rank its own draws
+        seed_everything(run.seed + 7919 * ctx.rank)
     m["params"] = parameter_count(model)
     if not model.implicit:
         m.update(dict.fromkeys(EXPLICIT_BLANK, None))
     ds = run.spec.dataset
+    per_rank = rank_batch(ds.batch_size, ctx)
+    eval_batch = -(-(ds.eval_batch_size or ds.batch_size) // ctx.world_size)
     train_set, eval_set = source.dataset(info.train_split), source.dataset(info.eval_split)
     common = {"workers": ds.workers, "device": device, "seed": run.seed}
+    sampler = TrainSampler(train_set, ctx, seed=run.seed)
+    eval_sampler = EvalSampler(eval_set, ctx) if ctx.enabled else None
     loaders = (
-        make_loader(train_set, batch_size=ds.batch_size, shuffle=True, drop_last=True, **common),
         make_loader(
-            eval_set, batch_size=ds.eval_batch_size or ds.batch_size, shuffle=False, **common
+            train_set, batch_size=per_rank, shuffle=True, sampler=sampler, drop_last=True, **common
         ),
+        make_loader(eval_set, batch_size=eval_batch, shuffle=False, sampler=eval_sampler, **common),
     )
-    steps = total_steps(run, len(loaders[0]))
+    batches = Epochs(loaders[0], sampler, per_rank)
+    if batches.per_epoch == 0:
+        raise ConfigError(
+            f"dataset.batch_size = {ds.batch_size} is larger than the {len(train_set)} "
+            f"training samples of {ds.name!r}"
+        )
+    steps = total_steps(run, batches.per_epoch)
     state = build_state(run, model, steps)
-    if observer is not None:
-        observer.run_started(run, steps)
     tb = None
-    if run.spec.logging.tensorboard and report is not None:
+    if run.spec.logging.tensorboard and report is not None and ctx.is_main:
         from deqbench.logging_tb import TensorBoardRun
 
         tb = TensorBoardRun(report, run.index, run.label)
-    log = StepLog(device, on_row=tb.log_step if tb is not None else None)
+    log = StepLog(device, on_row=tb.log_step if tb is not None else None, ctx=ctx)
+    times = {"train_s": 0.0, "eval_s": 0.0}  # before this process took over (resume)
+    if resume and checkpoint is not None and checkpoint.exists():
+        _restore(load_checkpoint(checkpoint), state, log, batches, times, ctx)
+        m["resumed_from_step"] = state.step
+    warmup = run.spec.recipe.unrolled_warmup_steps if model.implicit else 0
+    state.net = wrap_model(model, ctx, device, info.task, warmup=warmup > state.step)
+    if observer is not None:
+        observer.run_started(run, steps)
     eval_s = 0.0
 
     def interim_eval(state: TrainState, interim: bool = False) -> None:
         nonlocal eval_s
         start = time.perf_counter()
-        result, _ = evaluate(state, run, loaders[1], info)
+        result, _ = evaluate(state, run, loaders[1], info, ctx)
         eval_s += time.perf_counter() - start
         if tb is not None:
             tb.log_scalars(state.step, _eval_scalars(result))
@@ -492,8 +582,19 @@ def train_run(
             observer.progress({"eval": result, "epoch": state.epoch})
 
     start = time.perf_counter()
+
+    def save(state: TrainState) -> None:
+        elapsed = {
+            "train_s": times["train_s"] + time.perf_counter() - start - eval_s,
+            "eval_s": times["eval_s"] + eval_s,
+        }
+        _save(checkpoint, run, state, log, batches, elapsed, ctx)
+
+    save_fn = save if checkpoint is not None and run.spec.suite.checkpoint else None
     try:
-        extra = train(state, run, loaders, info, steps, log, observer, refresh_s, interim_eval)
+        extra = train(
+            state, run, batches, info, steps, log, observer, refresh_s, interim_eval, save_fn, ctx
+        )
         m.update(extra)
         m["status"] = "completed"
     except Diverged as exc:
@@ -503,13 +604,13 @@ def train_run(
             tb.close()
         raise
     finally:
-        train_s = time.perf_counter() - start - eval_s
+        train_s = times["train_s"] + time.perf_counter() - start - eval_s
         out.steps = [{"run": run.index, **row} for row in log.rows]
         out.step_ms = [ms for _, ms, _ in log.step_ms]
-    _summarise(m, log, train_s, state, ds.batch_size, len(loaders[0]))
+    _summarise(m, log, train_s, state, ds.batch_size, batches.per_epoch)
     try:
         if m["status"] == "completed":
-            result, out.traces = evaluate(state, run, loaders[1], info)
+            result, out.traces = evaluate(state, run, loaders[1], info, ctx)
             m.update(result)
             if tb is not None:
                 tb.log_scalars(state.step, _eval_scalars(result))
@@ -519,7 +620,68 @@ def train_run(
     if device.type == "cuda":
         m["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / MB
     m["rss_peak_mb"] = run_peak_rss_mb()
+    m["world_size"] = ctx.world_size
+    reduce_metrics(m, ctx)
     return out
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _save(
+    path: Path,
+    run: TrainRun,
+    state: TrainState,
+    log: StepLog,
+    batches: Epochs,
+    times: dict[str, float],
+    ctx: Dist,
+) -> None:
+    """Checkpoint the run (the step log already drained). Every rank's RNG states are kept, so
+    each rank of a resumed DDP run continues its own streams; rank 0 writes the file."""
+    from deqbench.checkpoint import rng_state, save_checkpoint
+
+    rng = rng_state()
+    rngs = [rng]
+    if ctx.enabled:
+        rngs = [None] * ctx.world_size
+        torch.distributed.all_gather_object(rngs, rng)
+    if not ctx.is_main:
+        return
+    save_checkpoint(
+        path,
+        {
+            "run": run.index,
+            "label": run.label,
+            "state": state.state_dict(),
+            "unrolled": state.model.unrolled,  # the warm-up state (also implied by the step)
+            "rng": rngs,
+            "loader_rng": batches.epoch_rng,  # the train loader's generator at epoch start
+            "log": {"rows": log.rows, "step_ms": log.step_ms, "f_ok": log.f_ok},
+            "world_size": ctx.world_size,
+            **times,
+        },
+    )
+
+
+def _restore(
+    saved: dict[str, Any],
+    state: TrainState,
+    log: StepLog,
+    batches: Epochs,
+    times: dict[str, float],
+    ctx: Dist,
+) -> None:
+    """Put a run back where `_save` left it; RNG states last, after everything that draws."""
+    from deqbench.checkpoint import set_rng_state
+
+    state.load_state_dict(saved["state"])
+    state.model.set_unrolled(bool(saved["unrolled"]))
+    log.rows = list(saved["log"]["rows"])
+    log.step_ms = [tuple(t) for t in saved["log"]["step_ms"]]
+    log.f_ok = list(saved["log"]["f_ok"])
+    times.update(train_s=saved["train_s"], eval_s=saved["eval_s"])
+    batches.epoch_rng = saved["loader_rng"]
+    rngs = saved["rng"]
+    set_rng_state(rngs[ctx.rank % len(rngs)])
 
 
 def _eval_scalars(result: dict[str, Any]) -> dict[str, Any]:
@@ -555,3 +717,38 @@ def _summarise(
     b = [r["b_nfe"] for r in eq if r["b_nfe"] is not None]
     if b:
         m["b_nfe_mean"] = statistics.fmean(b)
+
+
+# -- in a worker process --------------------------------------------------------------------------
+class _EmitObserver:
+    """Forwards the observer calls of a run in a worker process to the suite's process."""
+
+    def __init__(self, emit: Callable[[Any], None]) -> None:
+        self.emit = emit
+
+    def run_started(self, run: TrainRun, total_steps: int) -> None:
+        self.emit(("run_started", total_steps))
+
+    def progress(self, snapshot: dict[str, Any]) -> None:
+        self.emit(("progress", snapshot))
+
+
+def train_in_worker(
+    emit: Callable[[Any], None],
+    run: TrainRun,
+    device: str,
+    report: str | None,
+    checkpoint: str | None,
+    resume: bool,
+) -> RunOutput:
+    """`train_run` as the target of `deqbench.worker.run_isolated`: the run builds its own data
+    source, and tells its progress through ``emit`` as ``("run_started", total)`` and
+    ``("progress", snapshot)`` events."""
+    return train_run(
+        run,
+        torch.device(device),
+        observer=_EmitObserver(emit),
+        report=report,
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        resume=resume,
+    )

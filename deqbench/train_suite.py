@@ -33,6 +33,21 @@ def _as_list(value: Any) -> Any:
 Sweep = Annotated[list[Any], BeforeValidator(_as_list), Field(min_length=1)]
 
 
+def _duration(value: Any) -> float:
+    from deqbench.worker import parse_duration
+
+    if isinstance(value, bool):
+        raise ValueError('expected a duration such as "90s", "45m", "2h" or seconds')
+    seconds = parse_duration(value)
+    if not seconds > 0:
+        raise ValueError("a timeout must be positive")
+    return seconds
+
+
+#: A wall-time limit: ``"90s"``, ``"45m"``, ``"2h"``, ``"1h30m"`` or a number of seconds.
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
 class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -47,6 +62,11 @@ class TrainSuiteInfo(_Table):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     repeats: PosInt = 1  #: each run repeated with seeds seed, seed + 1, ...
     threads: PosInt | None = None  #: torch CPU threads; None: torch's own
+    isolate: bool = True  #: each run in its own worker process (`deqbench.worker`)
+    timeout: Duration | None = None  #: a run's wall-time limit, e.g. "2h"; None: none
+    checkpoint: bool = True  #: checkpoint at each epoch end (and every checkpoint_every steps)
+    checkpoint_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: epoch ends only
+    keep_checkpoints: bool = False  #: checkpoint the finished run too, and keep it
 
 
 class DatasetTable(_Table):
