@@ -128,6 +128,31 @@ def execute(
     return measure_run(run, device, dtype, info.seed, info.repeats, info.warmup, references)
 
 
+def solve_in_worker(emit: Any, suite: Suite, run: Run, device: str) -> tuple[dict, list[dict]]:
+    """`execute` as the target of `deqbench.worker.run_isolated` (``[suite] isolate``)."""
+    return execute(suite, run, torch.device(device), {})
+
+
+def _solve_isolated(suite: Suite, run: Run, device: torch.device) -> tuple[str, dict, list, str]:
+    """One solve run in its own worker: ``(status, metrics, traces, error)``; status ``ok``
+    when the worker returned, else the worker's outcome (timeout, crashed, oom, error)."""
+    from deqbench.plugins import in_process_plugins
+    from deqbench.worker import run_isolated
+
+    info = suite.spec.suite
+    result = run_isolated(
+        solve_in_worker,
+        (suite, run, str(device)),
+        timeout_s=info.timeout,
+        plugins=in_process_plugins(),
+        threads=info.threads or torch.get_num_threads(),
+    )
+    if result.status == "ok":
+        metrics, traces = result.value
+        return "ok", metrics, traces, ""
+    return result.status, {}, [], result.error
+
+
 def run_suite(
     suite: Suite,
     out: Path,
@@ -194,9 +219,13 @@ def _run_all(
                 sigint.armed = True
                 if sigint.pending:  # Ctrl-C while this row was set up: the run never started
                     raise KeyboardInterrupt
-                metrics, traces = execute(suite, run, device, references)
+                if suite.spec.suite.isolate:
+                    status, metrics, traces, error = _solve_isolated(suite, run, device)
+                    row.update(metrics if status == "ok" else {"status": status, "error": error})
+                else:
+                    metrics, traces = execute(suite, run, device, references)
+                    row.update(metrics)
                 sigint.armed = False
-                row.update(metrics)
             except torch.OutOfMemoryError as exc:
                 row.update(status="oom", error=_one_line(exc))
             except KeyboardInterrupt:
@@ -262,6 +291,9 @@ def _run_train_all(
         writer.write_meta(meta)
     outcome = SuiteOutcome(writer.path)
     finished = resume.finished if resume is not None else frozenset()
+    if ctx.is_main and not suite.spec.suite.keep_checkpoints:
+        for index in finished:  # a kill between a row and its checkpoint's removal left one
+            remove_checkpoint(checkpoint_path(writer.path, index))
     with DeferredInterrupt() as sigint:
         for run in suite.runs:
             if run.index in finished:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from deqbench.duration import Duration
 from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
 from deqbench.plugins import Registry, get_registry
 
@@ -55,6 +56,10 @@ class SuiteInfo(_Table):
     repeats: Annotated[int, Field(ge=1)] = 5
     warmup: Annotated[int, Field(ge=0)] = 1
     threads: Annotated[int, Field(ge=1)] | None = None  # torch CPU threads; None: torch's own
+    #: each run in a worker process of its own (a solver that segfaults is a ``crashed`` row);
+    #: off by default: solve runs are short and share each problem's exact gradient
+    isolate: bool = False
+    timeout: Duration | None = None  #: a run's wall-time limit (with ``isolate``), e.g. "10m"
 
 
 class Problem(_Table):

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from deqbench.duration import Duration
 from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
 from deqbench.plugins import Registry, get_registry
 
@@ -31,21 +32,6 @@ def _as_list(value: Any) -> Any:
 
 
 Sweep = Annotated[list[Any], BeforeValidator(_as_list), Field(min_length=1)]
-
-
-def _duration(value: Any) -> float:
-    from deqbench.worker import parse_duration
-
-    if isinstance(value, bool):
-        raise ValueError('expected a duration such as "90s", "45m", "2h" or seconds')
-    seconds = parse_duration(value)
-    if not seconds > 0:
-        raise ValueError("a timeout must be positive")
-    return seconds
-
-
-#: A wall-time limit: ``"90s"``, ``"45m"``, ``"2h"``, ``"1h30m"`` or a number of seconds.
-Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 class _Table(BaseModel):
