@@ -175,10 +175,17 @@ def wrap_model(model: nn.Module, ctx: Dist, device: torch.device, task: str, war
     """
     if not ctx.enabled:
         return model
-    if task == "segmentation" and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batchnorm(model, task, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=warmup)
+
+
+def sync_batchnorm(model: nn.Module, task: str, device: torch.device) -> nn.Module:
+    """Segmentation on CUDA: every BatchNorm becomes a SyncBatchNorm (statistics over the global
+    batch, as the small per-GPU crops of Cityscapes need). Anything else is left as it is."""
+    if task == "segmentation" and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 # -- figures --------------------------------------------------------------------------------------

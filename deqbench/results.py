@@ -146,7 +146,8 @@ TRAIN_COLUMNS: dict[str, str] = {
     "eval_pixel_acc": "pixel accuracy over labelled pixels, percent (segmentation)",
     "eval_loss": "mean task loss on the eval split",
     "eval_nfe_mean": "mean forward NFE per eval batch",
-    "wall_s": "wall time of the whole run (build, train, evaluate), seconds",
+    "wall_s": "wall time of the whole run (build, train, evaluate), seconds; of this attempt "
+    "alone when it was resumed (train_s covers every attempt)",
 }
 
 #: Training-step columns (``<name>.steps.csv``): one row per training step of each run.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -133,9 +134,11 @@ def solve_in_worker(emit: Any, suite: Suite, run: Run, device: str) -> tuple[dic
     return execute(suite, run, torch.device(device), {})
 
 
-def _solve_isolated(suite: Suite, run: Run, device: torch.device) -> tuple[str, dict, list, str]:
-    """One solve run in its own worker: ``(status, metrics, traces, error)``; status ``ok``
-    when the worker returned, else the worker's outcome (timeout, crashed, oom, error)."""
+def _solve_isolated(
+    suite: Suite, run: Run, device: torch.device, row: dict
+) -> tuple[dict, list[dict]]:
+    """One solve run in its own worker: `execute`'s ``(metrics, traces)``, or, when the worker
+    failed (timeout, crashed, oom, error), its status and error written into ``row``."""
     from deqbench.plugins import in_process_plugins
     from deqbench.worker import run_isolated
 
@@ -148,9 +151,9 @@ def _solve_isolated(suite: Suite, run: Run, device: torch.device) -> tuple[str, 
         threads=info.threads or torch.get_num_threads(),
     )
     if result.status == "ok":
-        metrics, traces = result.value
-        return "ok", metrics, traces, ""
-    return result.status, {}, [], result.error
+        return result.value
+    row.update(status=result.status, error=result.error)
+    return {}, []
 
 
 def run_suite(
@@ -213,30 +216,13 @@ def _run_all(
                 outcome.interrupted = True
                 break
             row = base_row(suite, run, device)
-            traces: list[dict] = []
             start = time.perf_counter()
-            try:
-                sigint.armed = True
-                if sigint.pending:  # Ctrl-C while this row was set up: the run never started
-                    raise KeyboardInterrupt
-                if suite.spec.suite.isolate:
-                    status, metrics, traces, error = _solve_isolated(suite, run, device)
-                    row.update(metrics if status == "ok" else {"status": status, "error": error})
-                else:
-                    metrics, traces = execute(suite, run, device, references)
-                    row.update(metrics)
-                sigint.armed = False
-            except torch.OutOfMemoryError as exc:
-                row.update(status="oom", error=_one_line(exc))
-            except KeyboardInterrupt:
-                row.update(status="interrupted", error="interrupted by the user")
-                outcome.interrupted = True
-            except Exception as exc:
-                row.update(status="error", error=f"{type(exc).__name__}: {_one_line(exc)}")
-            finally:
-                sigint.armed = False
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            if suite.spec.suite.isolate:
+                solve = functools.partial(_solve_isolated, suite, run, device, row)
+            else:
+                solve = functools.partial(execute, suite, run, device, references)
+            metrics, traces = _attempt(solve, row, sigint, outcome, device) or ({}, [])
+            row.update(metrics)
             row["wall_s"] = time.perf_counter() - start
             row["noisy"] = noisy_figures(row)
             writer.append(row, traces)
@@ -304,35 +290,18 @@ def _run_train_all(
             row = identity(suite.name, run, device)
             info = run.spec.suite
             ckpt = checkpoint_path(writer.path, run.index) if info.checkpoint else None
-            result = None
             start = time.perf_counter()
-            try:
-                sigint.armed = True
-                if sigint.pending:
-                    raise KeyboardInterrupt
+            if info.isolate and not ctx.enabled:
+                again = resume is not None
+                train = functools.partial(
+                    _train_isolated, run, device, writer.path, ckpt, again, observer, row
+                )
+            else:
                 key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
-                if info.isolate and not ctx.enabled:
-                    status, result, error = _train_isolated(
-                        run, device, writer.path, ckpt, resume is not None, observer
-                    )
-                    if status != "ok":
-                        row.update(status=status, error=error)
-                else:
-                    result = _train_here(
-                        run, device, sources[key], writer.path, ckpt, resume, observer, ctx
-                    )
-                sigint.armed = False
-            except torch.OutOfMemoryError as exc:
-                row.update(status="oom", error=_one_line(exc))
-            except KeyboardInterrupt:
-                row.update(status="interrupted", error="interrupted by the user")
-                outcome.interrupted = True
-            except Exception as exc:
-                row.update(status="error", error=f"{type(exc).__name__}: {_one_line(exc)}")
-            finally:
-                sigint.armed = False
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                train = functools.partial(
+                    _train_here, run, device, sources[key], writer.path, ckpt, resume, observer, ctx
+                )
+            result = _attempt(train, row, sigint, outcome, device)
             steps: list[dict] = []
             traces: list[dict] = []
             if result is not None:
@@ -369,9 +338,9 @@ def _train_here(run, device, source, report, ckpt, resume, observer, ctx) -> Any
     )
 
 
-def _train_isolated(run, device, report, ckpt, resume: bool, observer) -> tuple[str, Any, str]:
-    """One training run in its own worker process: ``(status, RunOutput | None, error)``;
-    status ``ok`` when the worker returned, else the worker's outcome (timeout, crashed...)."""
+def _train_isolated(run, device, report, ckpt, resume: bool, observer, row: dict) -> Any:
+    """One training run in its own worker process: its `RunOutput`, or None when the worker
+    failed (timeout, crashed, oom, error), with its status and error written into ``row``."""
     from deqbench.plugins import in_process_plugins
     from deqbench.train_run import train_in_worker
     from deqbench.worker import run_isolated
@@ -395,8 +364,33 @@ def _train_isolated(run, device, report, ckpt, resume: bool, observer) -> tuple[
         threads=run.spec.suite.threads,
     )
     if result.status == "ok":
-        return "ok", result.value, ""
-    return result.status, None, result.error
+        return result.value
+    row.update(status=result.status, error=result.error)
+    return None
+
+
+def _attempt(
+    body: Callable[[], Any], row: dict, sigint: DeferredInterrupt, outcome: SuiteOutcome, device
+) -> Any:
+    """``body()``, the run itself, with Ctrl-C armed. An OOM, an exception or Ctrl-C becomes
+    the row's status (and None is returned); the suite goes on, or stops after Ctrl-C."""
+    try:
+        sigint.armed = True
+        if sigint.pending:  # Ctrl-C while this row was set up: the run never started
+            raise KeyboardInterrupt
+        return body()
+    except torch.OutOfMemoryError as exc:
+        row.update(status="oom", error=_one_line(exc))
+    except KeyboardInterrupt:
+        row.update(status="interrupted", error="interrupted by the user")
+        outcome.interrupted = True
+    except Exception as exc:
+        row.update(status="error", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    finally:
+        sigint.armed = False
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

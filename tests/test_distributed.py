@@ -42,8 +42,8 @@ name = "tiny-deq"
 f_max_iter = 12
 
 [recipe]
-optimizer = "adam"
-lr = 0.02
+optimizer = "sgd"  # unlike Adam's, its update scales with the gradient: a wrong reduction shows
+lr = 0.1
 epochs = 3
 unrolled_warmup_steps = 2
 
@@ -86,6 +86,18 @@ def test_global_batch_must_split_evenly():
     assert rank_batch(64, Dist(0, 4)) == 16
     with pytest.raises(ConfigError, match="batch_size = 10 does not split evenly over 4 ranks"):
         rank_batch(10, Dist(0, 4))
+
+
+def test_segmentation_on_cuda_gets_sync_batchnorm():
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    synced = distributed.sync_batchnorm(net(), "segmentation", cuda)  # converting needs no GPU
+    assert isinstance(synced[1], torch.nn.SyncBatchNorm)
+    for task, device in (("classification", cuda), ("segmentation", cpu)):
+        kept = distributed.sync_batchnorm(net(), task, device)
+        assert type(kept[1]) is torch.nn.BatchNorm2d
 
 
 def test_nproc_relaunches_under_torchrun(monkeypatch):
