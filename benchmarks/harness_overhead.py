@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from deqbench import plugins
 from deqbench.hookspecs import hookimpl
@@ -53,10 +53,15 @@ def plain_loop(args: argparse.Namespace, source) -> tuple[list[float], list[floa
         image_size=args.image_size,
         deq=deq,
     )
+    dataset = source.dataset(info.train_split)
+    # torch's seeded per-epoch shuffle, as deqbench's runner samples (one rank of a DDP job)
+    sampler = DistributedSampler(
+        dataset, num_replicas=1, rank=0, shuffle=True, seed=args.seed, drop_last=True
+    )
     loader = DataLoader(
-        source.dataset(info.train_split),
+        dataset,
         batch_size=args.batch,
-        shuffle=True,
+        sampler=sampler,
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),
     )
@@ -73,6 +78,7 @@ def plain_loop(args: argparse.Namespace, source) -> tuple[list[float], list[floa
     done = 0
     last = time.perf_counter()
     while done < steps:
+        sampler.set_epoch(done // len(loader))
         for x, y in loader:
             opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(model(x), y)
