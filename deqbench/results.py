@@ -299,9 +299,21 @@ def metadata(plugins: Mapping[str, str], failures: Iterable[Any], device: torch.
 
 
 def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
+    if device.type != "cuda":
+        return platform.processor() or platform.machine()
+    if torch.cuda.is_initialized():
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    # Asking here would create a CUDA context (hundreds of MB of GPU memory) in a suite process
+    # whose runs train in workers: ask a short-lived worker instead.
+    from deqbench.worker import run_isolated
+
+    answer = run_isolated(cuda_device_name, (str(device),), timeout_s=120)
+    return answer.value if answer.status == "ok" else ""
+
+
+def cuda_device_name(emit: object, device: str) -> str:
+    """The name of CUDA ``device`` (a `deqbench.worker.run_isolated` target)."""
+    return torch.cuda.get_device_name(torch.device(device))
 
 
 def _git_commit() -> str | None:

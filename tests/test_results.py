@@ -71,3 +71,18 @@ def test_a_noisy_figure_is_flagged_in_the_csv_column_and_the_table(tmp_path):
     table = results_table(frame.to_dict("records"))
     overhead = next(c for c in table.columns if c.header == "×bare/NFE")
     assert list(overhead.cells) == ["1.2", "0.75!"]  # the ratio its noisy denominator skews
+
+
+def test_the_cuda_device_name_is_asked_without_a_cuda_context_here():
+    import torch
+
+    from deqbench.results import _device_name
+
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA is already initialised in this process")
+    name = _device_name(torch.device("cuda:0"))
+    assert not torch.cuda.is_initialized()  # a worker asked, so this process holds no context
+    if torch.cuda.is_available():
+        assert name  # the worker's answer
+    else:
+        assert name == ""  # no driver: the worker's error leaves the name empty
