@@ -130,7 +130,7 @@ def run(
     if nproc and not distributed.from_env().enabled:
         if not is_train:
             raise ConfigError(f"{suite_file}: --nproc applies to training suites")
-        distributed.relaunch(nproc)  # does not return
+        sys.exit(distributed.relaunch(nproc))
     if not distributed.from_env().is_main:  # one rank speaks for the job
         console.quiet = err_console.quiet = True
     _warn(suite)
@@ -255,7 +255,7 @@ def _run_train(
         sys.exit(130)
     if outcome.failed:
         err_console.print(f"[red]{outcome.failed} run(s) failed[/]; see the error column")
-        sys.exit(1)
+        sys.exit(distributed.exit_code(1, ctx))
 
 
 #: The final table of a training suite: row key → title (columns no row fills are dropped).

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -71,9 +72,21 @@ def init(device: torch.device) -> Dist:
     return from_env()
 
 
-def relaunch(nproc: int, argv: list[str] | None = None) -> None:
-    """Replace this process with ``torchrun --standalone --nproc_per_node=N -m deqbench ...``
-    (the same command line without ``--nproc``): what ``deqbench run --nproc N`` does."""
+#: Where rank 0 of a `relaunch`ed job leaves the exit code torchrun would not pass on.
+EXIT_FILE = "DEQBENCH_EXIT_FILE"
+
+
+def relaunch(nproc: int, argv: list[str] | None = None) -> int:
+    """Run ``torchrun --standalone --nproc_per_node=N -m deqbench ...`` (the same command line
+    without ``--nproc``) and return the exit code: what ``deqbench run --nproc N`` does.
+
+    A job whose runs ended, some of them failed, exits 0 under torchrun (`exit_code`), which
+    reports any other code as a crash; rank 0 leaves the suite's own code in a file for this
+    process to return. Ctrl-C is left to torchrun, which passes it on to the ranks."""
+    import signal
+    import subprocess
+    import tempfile
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args, skip = [], False
     for arg in argv:
@@ -87,7 +100,30 @@ def relaunch(nproc: int, argv: list[str] | None = None) -> None:
     command += [f"--nproc_per_node={nproc}", "-m", "deqbench", *args]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, command)
+    with tempfile.TemporaryDirectory(prefix="deqbench-") as tmp:
+        code_file = os.path.join(tmp, "exit-code")
+        job = subprocess.Popen(command, env={**os.environ, EXIT_FILE: code_file})
+        interrupted: list[int] = []  # torchrun gets the Ctrl-C too (the terminal's group)
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+        try:
+            code = job.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if code == 0 and os.path.exists(code_file):
+            code = int(Path(code_file).read_text().strip() or 0)
+    return 130 if interrupted else code
+
+
+def exit_code(code: int, ctx: Dist) -> int:
+    """The code a rank exits with when its suite ended with ``code`` (1: some run failed).
+    Under torchrun that is 0, since torchrun takes any other code for a crashed rank; rank 0
+    leaves ``code`` for `relaunch` to return. Interrupts (130) pass as they are."""
+    if not ctx.enabled or code in (0, 130):
+        return code
+    path = os.environ.get(EXIT_FILE)
+    if path and ctx.is_main:
+        Path(path).write_text(str(code))
+    return 0
 
 
 def from_main(value: Any, ctx: Dist) -> Any:

@@ -335,6 +335,7 @@ def _train_here(run, device, source, report, ckpt, resume, observer, ctx) -> Any
         ctx=ctx,
         checkpoint=ckpt,
         resume=resume is not None,
+        timeout_s=run.spec.suite.timeout,  # between steps: no worker to kill here
     )
 
 

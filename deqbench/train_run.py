@@ -36,6 +36,7 @@ from deqbench.distributed import (
     reduce_metrics,
     wrap_model,
 )
+from deqbench.duration import format_duration
 from deqbench.errors import ConfigError
 from deqbench.measure import MB, median_iqr, peak_rss_mb
 from deqbench.memory import SavedTensorsMeter
@@ -51,6 +52,11 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
+
+
+class OutOfTime(Exception):
+    """The run passed its ``[suite] timeout`` (checked between steps, for runs trained in the
+    suite's own process; an isolated run's worker is killed instead)."""
 
 
 class Observer(Protocol):
@@ -316,10 +322,12 @@ def train(
     evaluate_fn=None,
     checkpoint_fn=None,
     ctx: Dist = SINGLE,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Train ``state`` until ``steps`` steps are done: the unrolled warm-up first, then
     equilibrium mode. ``checkpoint_fn(state)`` is called every ``[suite] checkpoint_every``
-    steps and at each epoch end. Returns the measurements that are not in the step log."""
+    steps and at each epoch end. Past ``deadline`` (a `time.perf_counter` value) the run
+    stops with `OutOfTime`. Returns the measurements that are not in the step log."""
     model, recipe = state.model, run.spec.recipe
     device = next(model.parameters()).device
     warmup = recipe.unrolled_warmup_steps if model.implicit else 0
@@ -376,6 +384,9 @@ def train(
         if save:
             checkpoint_fn(state)
             log.restart_clock()
+        if deadline is not None and _past(deadline, now, ctx, due):
+            log.drain()
+            raise OutOfTime(f"at step {state.step}")
     snapshot = log.drain()
     if observer is not None and snapshot is not None:
         observer.progress({**snapshot, "total": steps, "steps_per_epoch": per_epoch})
@@ -419,6 +430,17 @@ def evaluate(
     if nfe[1] > 0:
         out["eval_nfe_mean"] = float(nfe[0] / nfe[1])
     return out, traces
+
+
+def _past(deadline: float, now: float, ctx: Dist, due: bool) -> bool:
+    """Whether the run is past its deadline: every step in one process; under DDP only at the
+    collective drains, and as the latest rank's clock says, so that every rank stops together."""
+    if not ctx.enabled:
+        return now > deadline
+    if not due:
+        return False
+    late = torch.tensor([now - deadline], dtype=torch.float64)
+    return float(all_reduce(late, torch.distributed.ReduceOp.MAX)) > 0
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -501,12 +523,14 @@ def train_run(
     ctx: Dist = SINGLE,
     checkpoint: Path | None = None,
     resume: bool = False,
+    timeout_s: float | None = None,
 ) -> RunOutput:
     """Seed, build, train, evaluate. A NaN loss ends the run as ``diverged`` (its steps so far
     kept); other exceptions propagate to the suite runner, which records them.
 
     ``checkpoint`` is where the run checkpoints (every ``[suite] checkpoint_every`` steps and
     at each epoch end; None: never); with ``resume`` the run continues from it when it exists.
+    ``timeout_s`` ends the run as ``timeout`` at the first step past it (counted from here).
     Under torch.distributed (``ctx``) the batch is split over the ranks, the model trains in
     DDP, and the row's figures are combined over the ranks (`deqbench.distributed`).
 
@@ -515,6 +539,7 @@ def train_run(
     """
     from deqbench.checkpoint import load_checkpoint
 
+    deadline = time.perf_counter() + timeout_s if timeout_s else None
     out = RunOutput()
     m = out.metrics
     reset_peak_rss()
@@ -593,12 +618,26 @@ def train_run(
     save_fn = save if checkpoint is not None and run.spec.suite.checkpoint else None
     try:
         extra = train(
-            state, run, batches, info, steps, log, observer, refresh_s, interim_eval, save_fn, ctx
+            state,
+            run,
+            batches,
+            info,
+            steps,
+            log,
+            observer,
+            refresh_s,
+            interim_eval,
+            save_fn,
+            ctx,
+            deadline,
         )
         m.update(extra)
         m["status"] = "completed"
     except Diverged as exc:
         m.update(status="diverged", error=str(exc))
+    except OutOfTime as exc:
+        limit = f"{format_duration(timeout_s)} ({timeout_s:g} s)"
+        m.update(status="timeout", error=f"exceeded its timeout of {limit} {exc}")
     except BaseException:
         if tb is not None:
             tb.close()

@@ -102,11 +102,31 @@ def test_segmentation_on_cuda_gets_sync_batchnorm():
 
 def test_nproc_relaunches_under_torchrun(monkeypatch):
     seen = {}
-    monkeypatch.setattr(os, "execv", lambda exe, argv: seen.update(argv=argv))
-    distributed.relaunch(4, ["run", "s.toml", "--nproc", "4", "--out", "r.csv", "--nproc=4"])
+
+    class FakeJob:
+        def __init__(self, argv, env):
+            seen.update(argv=argv, env=env)
+
+        def wait(self):  # rank 0 of a suite with a failed run leaves its code
+            with open(seen["env"][distributed.EXIT_FILE], "w") as fh:
+                fh.write("1")
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeJob)
+    argv = ["run", "s.toml", "--nproc", "4", "--out", "r.csv", "--nproc=4"]
+    assert distributed.relaunch(4, argv) == 1
     argv = seen["argv"]
     assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert argv[5:] == ["-m", "deqbench", "run", "s.toml", "--out", "r.csv"]
+
+
+def test_ranks_exit_0_for_failed_runs_and_leave_the_code(monkeypatch, tmp_path):
+    path = tmp_path / "code"
+    monkeypatch.setenv(distributed.EXIT_FILE, str(path))
+    assert distributed.exit_code(1, Dist(1, 2)) == 0 and not path.exists()  # rank 1 is quiet
+    assert distributed.exit_code(1, Dist(0, 2)) == 0 and path.read_text() == "1"
+    assert distributed.exit_code(130, Dist(0, 2)) == 130
+    assert distributed.exit_code(1, Dist()) == 1  # one process: the suite's own code
 
 
 def test_without_torchrun_everything_is_one_process(monkeypatch):

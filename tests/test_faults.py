@@ -307,6 +307,11 @@ IN_PROCESS = """
 
 [[include]]
 "model.options" = { oom_at_step = 1 }
+
+[[include]]
+"model.options" = { delay_s = 0.25 }
+"recipe.steps" = 400
+"suite.timeout" = "1.5s"
 """
 
 
@@ -324,9 +329,16 @@ def test_faults_without_isolation_are_rows_too(toys, cli, tmp_path, monkeypatch)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     frame = read_report(out)
-    assert frame["status"].tolist() == ["diverged", "error", "oom"]
+    assert frame["status"].tolist() == ["diverged", "error", "oom", "timeout"]
     assert frame.iloc[1]["error"] == "RuntimeError: tiny-deq fails at step 1 as asked"
     assert "simulated by tiny-deq" in frame.iloc[2]["error"]
+    # No worker to kill in-process: the run stops at the first step past its timeout, and
+    # keeps the steps it did.
+    late = frame.iloc[3]
+    assert late["error"].startswith("exceeded its timeout of 1.5s (1.5 s) at step ")
+    assert 1 <= late["steps_done"] < 400 and late["wall_s"] < 30
+    steps = read_report(out.with_name("in.steps.csv"))
+    assert (steps["run"] == 3).sum() == late["steps_done"]
 
 
 # -- solve suites: opt-in isolation ---------------------------------------------------------------
