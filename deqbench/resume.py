@@ -103,8 +103,7 @@ def plan_resume(
     old_share = meta.get("shard")
     new_share = {"index": shard.index, "count": shard.count} if shard is not None else None
     if old_share != new_share:
-        show = lambda s: f"{s['index']}/{s['count']}" if s else "(unset)"  # noqa: E731
-        changes.insert(0, f"--shard {show(old_share)} → {show(new_share)}")
+        changes.insert(0, f"--shard {_share(old_share)} → {_share(new_share)}")
     if changes:
         listed = "; ".join(changes[:_SHOWN])
         if len(changes) > _SHOWN:
@@ -147,6 +146,10 @@ def plan_resume(
     if rewrite and (torn or not keep.all()):
         _write(report, rows[keep])
     return ResumePlan(finished=finished, redo=redo, report=report)
+
+
+def _share(share: Mapping[str, int] | None) -> str:
+    return f"{share['index']}/{share['count']}" if share else "(unset)"
 
 
 def _changes(meta: Mapping[str, Any], record: Mapping[str, Any], version: str) -> list[str]:

@@ -262,9 +262,8 @@ def _run_train_all(
     ctx = ctx or SINGLE
     sources: dict[str, Any] = {}
     for run in suite.runs:
-        key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
-        if key not in sources:
-            sources[key] = build_source(run)
+        if _source_key(run) not in sources:
+            sources[_source_key(run)] = build_source(run)
     writer = ReportWriter(out, kind="train")
     if ctx.is_main:
         registry = get_registry()
@@ -297,9 +296,9 @@ def _run_train_all(
                     _train_isolated, run, device, writer.path, ckpt, again, observer, row
                 )
             else:
-                key = run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
+                source = sources[_source_key(run)]
                 train = functools.partial(
-                    _train_here, run, device, sources[key], writer.path, ckpt, resume, observer, ctx
+                    _train_here, run, device, source, writer.path, ckpt, resume, observer, ctx
                 )
             result = _attempt(train, row, sigint, outcome, device)
             steps: list[dict] = []
@@ -320,6 +319,11 @@ def _run_train_all(
                 break
         outcome.interrupted = outcome.interrupted or sigint.pending
     return outcome
+
+
+def _source_key(run: Any) -> str:
+    """Runs whose datasets differ only in batch sizes share one data source."""
+    return run.spec.dataset.model_dump_json(exclude={"batch_size", "eval_batch_size"})
 
 
 def _train_here(run, device, source, report, ckpt, resume, observer, ctx) -> Any:

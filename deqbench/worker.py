@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from deqbench.duration import format_duration, parse_duration  # noqa: F401 (re-exported)
+from deqbench.duration import format_duration
 
 # torch._dynamo: the first optimizer a process builds imports it (~3 s a fresh worker otherwise).
 PRELOAD = ["deqbench.train_run", "deqbench.worker", "torch._dynamo"]

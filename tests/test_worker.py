@@ -14,14 +14,9 @@ import pytest
 import torch
 
 from deqbench import worker
+from deqbench.duration import format_duration, parse_duration
 from deqbench.testing.train_toys import TrainToys, tiny_deq
-from deqbench.worker import (
-    format_duration,
-    kill_live_workers,
-    parse_duration,
-    run_isolated,
-    start_method,
-)
+from deqbench.worker import kill_live_workers, run_isolated, start_method
 
 LINUX = sys.platform.startswith("linux")
 BIG = bytes(range(256)) * (20 * 2**20 // 256)  # 20 MiB, like a long run's step rows
