@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "get_solver": "deqbench.plugins",
     "Fn": "deqbench.solvers.base",
     "Monitor": "deqbench.solvers",
+    "MonitorMisuse": "deqbench.solvers",
     "Solver": "deqbench.solvers",
     "SolverResult": "deqbench.solvers",
     "Status": "deqbench.solvers",
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from deqbench.memory import SavedTensorsMeter
     from deqbench.models import DEQSettings, Model
     from deqbench.plugins import get_cell, get_gradient, get_registry, get_solver
-    from deqbench.solvers import Monitor, Solver, SolverResult, Status
+    from deqbench.solvers import Monitor, MonitorMisuse, Solver, SolverResult, Status
     from deqbench.solvers.base import Fn
     from deqbench.state import StateSpec, pack, unpack
     from deqbench.stats import DEQStats, SolveStats
@@ -107,6 +108,7 @@ __all__ = [
     "GradientEstimator",
     "Model",
     "Monitor",
+    "MonitorMisuse",
     "PluginConflictError",
     "SavedTensorsMeter",
     "SolveStats",

@@ -116,6 +116,9 @@ def run(
     """Run a suite and write its report (CSV, traces and metadata)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deqbench import openmp
+
+    openmp.choose_wait_policy()  # before torch loads: passive waiting on a busy machine
     from deqbench import distributed
     from deqbench.errors import ConfigError
     from deqbench.results import check_out
@@ -127,6 +130,8 @@ def run(
     share = parse_shard(shard) if shard else None
     suite = load_suite(suite_file, overrides)
     is_train = getattr(suite, "kind", "solve") == "train"
+    given = {"--limit": limit, "--only": only, "--max-steps": max_steps}
+    _check_smoke(suite_file, is_train, given | {"--max-eval-batches": max_eval_batches})
     if nproc and not distributed.from_env().enabled:
         if not is_train:
             raise ConfigError(f"{suite_file}: --nproc applies to training suites")
@@ -148,11 +153,6 @@ def run(
         rank0 = distributed.from_env().is_main
         plan = plan_resume(resume, suite, settings, shard=share, rewrite=rank0)
     if is_train:
-        if limit or only:
-            raise ConfigError(
-                f"{suite_file}: --limit and --only apply to solve suites; a training suite "
-                "takes --max-steps and --max-eval-batches"
-            )
         suite, meta, out = _take_share(suite, share, record, out)
         _run_train(suite, out, device, max_steps, max_eval_batches, meta, plan)
         return
@@ -174,12 +174,38 @@ def run(
     console.print(results_table(outcome.rows))
     if any(row.get("noisy") for row in outcome.rows):
         err_console.print(f"[yellow]warning:[/] {NOISY_NOTE}", highlight=False)
+    diverged = sum(row["status"] == "diverged" for row in outcome.rows)
+    if diverged:  # a result, not a failure (deqbench.results.FAILED), but never unseen
+        err_console.print(
+            f"[yellow]warning:[/] {diverged} run(s) diverged: a solver's measured outcome, "
+            "like max_iter, so not counted as a failed run; see the status column",
+            highlight=False,
+        )
     console.print(f"wrote {out} (+ .traces.csv, .meta.json)")
     if outcome.interrupted:
         sys.exit(130)
     if outcome.failed:
         err_console.print(f"[red]{outcome.failed} run(s) failed[/]; see the error column")
         sys.exit(1)
+
+
+#: The smoke options of each kind of suite.
+_SMOKE = {False: ("--limit", "--only"), True: ("--max-steps", "--max-eval-batches")}
+
+
+def _check_smoke(suite_file: Path, is_train: bool, given: dict[str, object]) -> None:
+    """Refuse the other kind's smoke options: ignored, they would let a full suite run where
+    a smoke run was asked for. Checked before ``--resume`` rewrites anything."""
+    from deqbench.errors import ConfigError
+
+    wrong = [flag for flag in _SMOKE[not is_train] if given[flag]]
+    if wrong:
+        kinds = ("training", "solve") if is_train else ("solve", "training")
+        verb = "applies" if len(wrong) == 1 else "apply"
+        raise ConfigError(
+            f"{suite_file}: {' and '.join(wrong)} {verb} to {kinds[1]} suites; a {kinds[0]} "
+            f"suite takes {' and '.join(_SMOKE[is_train])}"
+        )
 
 
 def _take_share(suite, share, record: dict, out: Path | None):
@@ -249,6 +275,8 @@ def _run_train(
     finally:
         distributed.shutdown()
     console.print(train_table(outcome.rows))
+    if (seeds := seeds_table(outcome.rows)) is not None:
+        console.print(seeds)
     total = sum(row["wall_s"] for row in outcome.rows)
     console.print(f"wrote {out} (+ .steps.csv, .traces.csv, .meta.json) in {total:.0f} s")
     if outcome.interrupted:
@@ -267,11 +295,13 @@ _TRAIN = {
     "seed": "seed",
     "status": "status",
     "eval_top1": "top-1 %",
+    "eval_top1_ci": "95 % CI",
     "eval_miou": "mIoU %",
     "eval_pixel_acc": "pixel %",
     "f_nfe_mean": "f NFE",
-    "f_rel_residual_final": "f res",
+    "f_rel_residual_median_final": "f res",
     "b_nfe_mean": "b NFE",
+    "grad_cosine_median": "grad cos",
     "step_ms_median": "step ms",
     "saved_mb": "saved MB",
     "peak_mb": "peak MB",
@@ -288,25 +318,119 @@ def _train_cells(row: dict) -> dict:
     cells["options"] = " ".join(f"{k}={v}" for k, v in rest.items())
     cuda = row.get("peak_mem_mb")
     cells["peak_mb"] = cuda if _cell(cuda) != "–" else row.get("rss_peak_mb")
+    low, high = row.get("eval_top1_ci_low"), row.get("eval_top1_ci_high")
+    if _cell(low) != "–" and _cell(high) != "–":
+        cells["eval_top1_ci"] = f"{low:.1f}–{high:.1f}"
     return cells
 
 
 def train_table(rows: list[dict]) -> Table:
     """The final table of a training suite (the CSV has every column). ``peak MB`` is the
     CUDA peak allocated, or the CPU run's peak resident memory; ``options`` and ``seed`` are
-    shown only when they vary."""
+    shown only when they vary. ``f res`` is the median relative residual of the last training
+    forward, ``grad cos`` the median cosine of the run's gradient checks against the exact
+    implicit gradient. ``95 % CI`` is top-1's Wilson interval; without seed repeats
+    (`seeds_table` judges those), a top-1 within noise of the best run's is marked ``≈``."""
+    from deqbench.compare import TRAIN_KEYS
+    from deqbench.noise import has_repeats, tied_with_best
+
     cells = [_train_cells(r) for r in rows]
     keys = {k: v for k, v in _TRAIN.items() if any(_cell(c.get(k)) not in ("–", "") for c in cells)}
     for key in ("options", "seed"):
         if key in keys and len({_cell(c.get(key)) for c in cells}) < 2:
             del keys[key]
-    table = Table()
+    ok = [r for r in rows if r.get("status") == "completed"]
+    repeats = has_repeats(_frame(rows), TRAIN_KEYS)
+    tied = [False] * len(ok) if repeats else tied_with_best(ok, "eval_top1")
+    for c, mark in zip((c for c in cells if c.get("status") == "completed"), tied, strict=True):
+        if mark:
+            c["eval_top1"] = f"{_cell(c['eval_top1'])} ≈"
+    table = Table(caption=_tied_caption(ok, tied, "eval_top1", "run", "Wilson intervals"))
     for title in keys.values():
         table.add_column(title, overflow="fold")
     colour = {"completed": None, "diverged": "yellow"}
     for c in cells:
         table.add_row(*(_cell(c.get(k)) for k in keys), style=colour.get(c["status"], "red"))
     return table
+
+
+def _frame(rows: list[dict]):
+    import pandas as pd  # here: `deqbench --help` must not import pandas
+
+    return pd.DataFrame(rows)
+
+
+def _tied_caption(rows: list, tied: list[bool], figure: str, what: str, how: str) -> str | None:
+    """The legend of the ``≈`` marks, naming the best figure; None when nothing is marked."""
+    if not any(tied):
+        return None
+    label = {"eval_top1": "top-1", "eval_miou": "mIoU"}[figure]
+    best = max(float(r.get(figure)) for r in rows if _cell(r.get(figure)) != "–")
+    return f"≈ {label} within noise of the best {what}'s {best:.3g} % (their 95 % {how} overlap)"
+
+
+#: Figures of the seeds table: row key → title; each shown as mean ± SD over the seeds.
+_SEEDS = {
+    "eval_top1": "top-1 %",
+    "eval_miou": "mIoU %",
+    "eval_pixel_acc": "pixel %",
+    "f_nfe_mean": "f NFE",
+    "b_nfe_mean": "b NFE",
+    "step_ms_median": "step ms",
+    "saved_mb": "saved MB",
+    "peak_mb": "peak MB",
+    "train_s": "train s",
+}
+
+
+def seeds_table(rows: list[dict]) -> Table | None:
+    """With seed repeats (``[suite] repeats``), one row per configuration (runs that differ
+    only in seed): ``n``, its completed runs (``2/3`` when one of 3 failed), and each headline
+    figure as mean ± sample SD over them. The top-1 (else mIoU) of a configuration within
+    noise of the best one's is marked ``≈``. None when no configuration has several seeds."""
+    from deqbench.compare import TRAIN_KEYS
+    from deqbench.noise import has_repeats, seed_groups, tied_with_best
+
+    frame = _frame(rows)
+    if not has_repeats(frame, TRAIN_KEYS):
+        return None
+    frame["peak_mb"] = [_train_cells(r)["peak_mb"] for r in rows]
+    groups = seed_groups(frame, TRAIN_KEYS, [*_SEEDS, "eval_count"]).to_dict("records")
+    names = [_train_cells(g) for g in groups]  # model, solver, gradient, options as text
+    shown = {
+        k: t
+        for k, t in (("model", "model"), ("solver", "solver"), ("gradient", "gradient"))
+        if any(_cell(c.get(k)) not in ("–", "") for c in names)
+    }
+    if len({c["options"] for c in names}) > 1:
+        shown["options"] = "options"
+    figures = {k: t for k, t in _SEEDS.items() if any(_cell(g.get(k)) != "–" for g in groups)}
+    figure = next((f for f in ("eval_top1", "eval_miou") if f in figures), None)
+    tied = tied_with_best(groups, figure) if figure else [False] * len(groups)
+    how = "intervals, Wilson over the images evaluated or t over the seeds,"
+    caption = _tied_caption(groups, tied, figure, "configuration", how) if figure else None
+    table = Table(title="over seeds: mean ± SD of the completed runs", caption=caption)
+    for title in [*shown.values(), "n", *figures.values()]:
+        table.add_column(title, overflow="fold")
+    for group, name, mark in zip(groups, names, tied, strict=True):
+        n = f"{group['n']}" + (f"/{group['runs']}" if group["n"] < group["runs"] else "")
+        spread = [_mean_sd(group, k) + (" ≈" if mark and k == figure else "") for k in figures]
+        style = None if group["status"] == "completed" else "red"
+        table.add_row(*(_cell(name.get(k)) for k in shown), n, *spread, style=style)
+    return table
+
+
+def _mean_sd(group: dict, figure: str) -> str:
+    """``mean ± SD`` (the SD to 2 significant digits, or units from 10), the mean alone for
+    one value."""
+    from deqbench.display import fmt
+
+    mean, sd = group.get(figure), group.get(f"{figure}_sd")
+    if _cell(mean) == "–":
+        return "–"
+    if _cell(sd) == "–":
+        return fmt(mean)
+    return f"{fmt(mean)} ± {sd:.0f}" if sd >= 10 else f"{fmt(mean)} ± {sd:.2g}"
 
 
 # Run-defining columns, shown only when they differ between rows.
@@ -393,7 +517,10 @@ def results_table(rows: list[dict]) -> Table:
 @main.command(name="list")
 @click.argument("kind", required=False, type=click.Choice([*KINDS, "plugins"]))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
-def list_(kind: str | None, as_json: bool) -> None:
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also each entry's details (e.g. a model's source)."
+)
+def list_(kind: str | None, as_json: bool, verbose: bool) -> None:
     """Everything the loaded plugins registered, and any plugin that failed to load."""
     registry = get_registry()
     if kind == "plugins":
@@ -402,6 +529,7 @@ def list_(kind: str | None, as_json: bool) -> None:
     kinds = KINDS if kind is None else (kind,)
     items = [
         {"kind": e.kind, "name": e.name, "plugin": e.plugin, "description": e.description}
+        | ({"details": e.details} if verbose else {})
         for e in registry.entries(kinds)
     ]
     items += [
@@ -415,10 +543,11 @@ def list_(kind: str | None, as_json: bool) -> None:
         _nothing_registered(registry, kind)
         if not items:
             return
-    table = Table("kind", "name", "plugin", "description")
+    table = Table("kind", "name", "plugin", "description", *(["details"] if verbose else []))
     for item in items:
         style = "red" if item["kind"] == "plugin-error" else None
-        table.add_row(item["kind"], item["name"], item["plugin"], item["description"], style=style)
+        cells = [item["kind"], item["name"], item["plugin"], item["description"]]
+        table.add_row(*cells, *([item.get("details", "")] if verbose else []), style=style)
     console.print(table)
 
 
@@ -457,7 +586,16 @@ def list_(kind: str | None, as_json: bool) -> None:
     help="Mark an accuracy or mIoU drop of more than this many points as worse.",
 )
 @click.option(
-    "--fail-on-regression", is_flag=True, help="Exit 1 when any run got worse or newly failed."
+    "--fail-on-regression",
+    is_flag=True,
+    help="Exit 1 when any run got worse or newly failed (an accuracy difference within noise, "
+    "marked ≈, never counts).",
+)
+@click.option(
+    "--each-seed",
+    is_flag=True,
+    help="Training reports with seed repeats: match runs seed by seed instead of comparing "
+    "each configuration's seed mean.",
 )
 def compare(
     reports: tuple[str, ...],
@@ -467,6 +605,7 @@ def compare(
     factor: float,
     drop: float,
     fail_on_regression: bool,
+    each_seed: bool,
 ) -> None:
     """Compare two reports run by run (B / A), or solver pairs A:B within one report."""
     from deqbench import compare_render
@@ -476,11 +615,14 @@ def compare(
 
     frames = [load_report(path) for path in reports]
     if len(frames) == 2 and not pairs:
-        result = compare_runs(*frames, names=(reports[0], reports[1]), factor=factor, drop=drop)
+        names = (reports[0], reports[1])
+        result = compare_runs(*frames, names=names, factor=factor, drop=drop, each_seed=each_seed)
         warnings = meta_differences(*reports)
     elif len(frames) == 1 and pairs:
         parsed = [parse_pair(p) for p in pairs]
-        result = compare_pairs(frames[0], parsed, name=reports[0], factor=factor, drop=drop)
+        result = compare_pairs(
+            frames[0], parsed, name=reports[0], factor=factor, drop=drop, each_seed=each_seed
+        )
         warnings = []
     else:
         raise ConfigError("compare takes two reports, or one report with --pair A:B")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from deqbench.errors import ConfigError
+from deqbench.noise import has_repeats, seed_groups, within_noise
 from deqbench.results import companion, read_report
 
 #: Identity columns of a solve report; two rows with equal values measured the same thing.
@@ -126,11 +127,17 @@ class Comparison:
     only_b: pd.DataFrame = field(default_factory=pd.DataFrame)  #: runs only in B
     notes: list[str] = field(default_factory=list)  #: how rows were matched, meta warnings
     names: tuple[str, str] = ("a", "b")  #: the two sides, as the user named them
+    seeds: bool = False  #: rows are configurations compared by their seed means (``n_a``…)
 
     @property
     def regressions(self) -> int:
         """Matched runs with at least one mark of getting worse (a metric or the status)."""
         return int((self.table["worse"] != "").sum()) if len(self.table) else 0
+
+    @property
+    def within_noise(self) -> int:
+        """Matched runs with at least one accuracy difference within noise (never worse)."""
+        return int((self.table["noise"] != "").sum()) if len(self.table) else 0
 
     def frame(self) -> pd.DataFrame:
         """Everything as one CSV-ready frame: matched rows, then the one-sided ones."""
@@ -280,6 +287,23 @@ def _numeric(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype(float)
 
 
+#: Columns beside a figure that hold its uncertainty (`deqbench.noise.intervals`).
+_SPREAD = ("_ci_low", "_ci_high", "_sd", "_n")
+
+
+def _view(row: pd.Series, name: str, side: str) -> dict[str, object]:
+    """One side's figure ``name`` and its uncertainty columns, from a joined row."""
+    return {name + s: row.get(f"{name}{s}_{side}") for s in ("", *_SPREAD)}
+
+
+def _noisy(joined: pd.DataFrame, name: str, diff: pd.Series) -> list[bool]:
+    """Per row: a non-zero difference of accuracy ``name`` that is within noise."""
+    return [
+        math.isfinite(d) and d != 0 and within_noise(_view(r, name, "a"), _view(r, name, "b"), name)
+        for d, (_, r) in zip(diff.astype(float), joined.iterrows(), strict=True)
+    ]
+
+
 def _assemble(
     joined: pd.DataFrame,
     keys: Sequence[str],
@@ -290,19 +314,37 @@ def _assemble(
     metrics = _metrics(joined, catalogue)
     out = joined[list(keys)].copy()
     out["status_a"], out["status_b"] = joined["status_a"], joined["status_b"]
+    if "n_a" in joined and "n_b" in joined:  # configurations: completed seeds per side
+        out["n_a"], out["n_b"] = joined["n_a"], joined["n_b"]
     out["change"] = [_status_change(a, b) for a, b in zip(out.status_a, out.status_b, strict=True)]
     worse = [[c] if c in ("newly failed", "no longer converges") else [] for c in out.change]
+    noise: list[list[str]] = [[] for _ in range(len(out))]
     for m in metrics:
         a, b = _numeric(joined[f"{m.name}_a"]), _numeric(joined[f"{m.name}_b"])
         out[f"{m.name}_a"], out[f"{m.name}_b"] = a, b
+        for spread in (f"{m.name}_sd_a", f"{m.name}_sd_b"):
+            if spread in joined:
+                out[spread] = _numeric(joined[spread])
         col = f"{m.name}_diff" if m.points else f"{m.name}_ratio"
         out[col] = b - a if m.points else b / a.where(a != 0)
+        if m.points:  # accuracy: a difference within noise is no regression, however large
+            for i, flag in enumerate(_noisy(joined, m.name, out[col])):
+                if flag:
+                    noise[i].append(m.name)
         if m.marked:
             for i, value in enumerate(out[col]):
-                if _worse(m, float(value), factor, drop):
+                if m.name not in noise[i] and _worse(m, float(value), factor, drop):
                     worse[i].append(m.name)
     out["worse"] = [";".join(w) for w in worse]
+    out["noise"] = [";".join(n) for n in noise]
     return out.reset_index(drop=True), metrics
+
+
+def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """A training report with one row per configuration: `deqbench.noise.seed_groups` of
+    every compared figure (mean, ``_sd``, ``_n``; Wilson interval of the mean accuracy)."""
+    figures = [m.name for m in TRAIN_METRICS] + ["eval_count"]
+    return seed_groups(frame, TRAIN_KEYS, figures).assign(kind="train")
 
 
 def compare(
@@ -311,11 +353,15 @@ def compare(
     names: tuple[str, str] = ("a", "b"),
     factor: float = 1.1,
     drop: float = 1.0,
+    each_seed: bool = False,
 ) -> Comparison:
     """Match the runs of ``a`` and ``b`` one to one and compare each metric, B against A.
 
     ``factor`` marks a cost ratio beyond it (or a throughput below its inverse) as worse;
-    ``drop`` marks an accuracy drop of more than that many points as worse.
+    ``drop`` marks an accuracy drop of more than that many points as worse, unless it is
+    within noise (`deqbench.noise.within_noise`: listed in the ``noise`` column instead).
+    Training reports that both repeat runs with several seeds are compared configuration by
+    configuration, on seed means (`seed_means`), unless ``each_seed``.
     """
     kinds = {report_kind(a, names[0]), report_kind(b, names[1])}
     if len(kinds) > 1:
@@ -326,9 +372,18 @@ def compare(
     base, catalogue = (
         (TRAIN_KEYS, TRAIN_METRICS) if kind == "train" else (SOLVE_KEYS, SOLVE_METRICS)
     )
-    keys, notes = match_keys(list(zip(names, (a, b), strict=True)), base, TIEBREAKERS[kind])
+    seeds, notes = False, []
+    if kind == "train" and not each_seed:
+        repeated = [has_repeats(frame, TRAIN_KEYS) for frame in (a, b)]
+        if all(repeated):
+            seeds, base = True, [k for k in base if k != "seed"]
+            a, b = seed_means(a), seed_means(b)
+        elif any(repeated):
+            one = names[repeated.index(True)]
+            notes.append(f"only {one} repeats runs with several seeds: matched seed by seed")
+    keys, matched = match_keys(list(zip(names, (a, b), strict=True)), base, TIEBREAKERS[kind])
     out = _compare_on(a, b, keys, catalogue, factor, drop)
-    out.kind, out.notes, out.names = kind, notes, names
+    out.kind, out.notes, out.names, out.seeds = kind, notes + matched, names, seeds
     return out
 
 
@@ -343,13 +398,18 @@ def compare_pairs(
     name: str = "report",
     factor: float = 1.1,
     drop: float = 1.0,
+    each_seed: bool = False,
 ) -> Comparison:
-    """For each ``(a, b)`` pair of solvers in one report, B against A on otherwise equal runs."""
+    """For each ``(a, b)`` pair of solvers in one report, B against A on otherwise equal runs
+    (on seed means when the training report repeats runs with several seeds, as `compare`)."""
     kind = report_kind(report, name)
     base, catalogue = (
         (TRAIN_KEYS, TRAIN_METRICS) if kind == "train" else (SOLVE_KEYS, SOLVE_METRICS)
     )
-    base = [k for k in base if k not in ("solver", "solver_options")]
+    seeds = kind == "train" and not each_seed and has_repeats(report, TRAIN_KEYS)
+    if seeds:
+        report = seed_means(report)
+    base = [k for k in base if k not in ("solver", "solver_options", *(["seed"] if seeds else []))]
     parts, only_a, only_b, keys, notes = [], [], [], base, []
     metrics: dict[str, Metric] = {}
     solvers = set(report["solver"].dropna().astype(str))
@@ -377,6 +437,7 @@ def compare_pairs(
         only_b=pd.concat(only_b, ignore_index=True),
         notes=notes,
         names=(f"{name} (A side)", f"{name} (B side)"),
+        seeds=seeds,
     )
 
 

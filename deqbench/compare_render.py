@@ -1,7 +1,8 @@
 """Showing a `deqbench.compare.Comparison`: a rich table, a markdown table, or CSV text.
 
 Every format holds the same facts: the matched runs with each metric B / A (or B − A in points),
-what got worse marked ``✗``, status changes, the runs present on one side only, and a summary.
+what got worse marked ``✗``, accuracy differences within noise marked ``≈``, status changes, the
+runs present on one side only, and a summary.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from deqbench.compare import Comparison
 #: Identity columns always shown (when present); others only where rows differ.
 _ALWAYS = ("problem", "model", "solver", "gradient")
 WORSE = "✗"
+NOISE = "≈"
+#: The legend of ``≈``, printed under a comparison that has one.
+NOISE_NOTE = (
+    f"{NOISE}: within noise, never counted as worse: A's and B's 95 % intervals overlap (the "
+    "Wilson interval over the images evaluated; with seed repeats on both sides, also the t "
+    "interval of the seed mean). It does not show the two equal, only that these "
+    "measurements cannot rank them."
+)
 
 
 def _text(value: object) -> str:
@@ -58,18 +67,23 @@ def _status(row: pd.Series) -> str:
 def rows(cmp: Comparison) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Headers and cells ``(text, worse)`` of the matched runs."""
     keys = shown_keys(cmp)
-    headers = [*keys, "status"]
+    headers = [*keys, "status", *(["seeds n"] if cmp.seeds else [])]
     for m in cmp.metrics:
         headers.append(f"{m.label} Δpt" if m.points else f"{m.label} b/a")
     body = []
     for _, row in cmp.table.iterrows():
         worse = set(row["worse"].split(";")) if row["worse"] else set()
+        noise = set(row["noise"].split(";")) if row["noise"] else set()
         cells = [(_text(row[k]), False) for k in keys]
         cells.append((_status(row), bool(worse & {"newly failed", "no longer converges"})))
+        if cmp.seeds:  # completed runs behind each side's mean
+            n_a, n_b = int(row["n_a"]), int(row["n_b"])
+            cells.append((str(n_a) if n_a == n_b else f"{n_a} → {n_b}", False))
         for m in cmp.metrics:
             col = f"{m.name}_diff" if m.points else f"{m.name}_ratio"
             bad = m.name in worse
-            cells.append((_figure(float(row[col]), m.points) + (f" {WORSE}" if bad else ""), bad))
+            mark = f" {WORSE}" if bad else f" {NOISE}" if m.name in noise else ""
+            cells.append((_figure(float(row[col]), m.points) + mark, bad))
         body.append(cells)
     return headers, body
 
@@ -84,11 +98,13 @@ def one_sided(cmp: Comparison) -> list[tuple[str, pd.DataFrame]]:
 
 
 def summary(cmp: Comparison) -> str:
-    """One line: matched, worse, newly failed, fixed, one-sided."""
+    """One line: matched, worse, within noise (when any), newly failed, fixed, one-sided."""
     change = cmp.table["change"] if len(cmp.table) else pd.Series(dtype=str)
+    matched = "configurations matched (seed means)" if cmp.seeds else "runs matched"
     parts = [
-        f"{len(cmp.table)} runs matched",
+        f"{len(cmp.table)} {matched}",
         f"{cmp.regressions} got worse",
+        *([f"{cmp.within_noise} within noise"] if cmp.within_noise else []),
         f"{int((change == 'newly failed').sum())} newly failed",
         f"{int((change == 'fixed').sum())} fixed",
     ]
@@ -99,7 +115,13 @@ def summary(cmp: Comparison) -> str:
 
 def _title(cmp: Comparison) -> str:
     a, b = cmp.names
-    return f"{b} against {a}: costs as B / A, accuracy as B − A in points; {WORSE} got worse"
+    title = f"{b} against {a}: costs as B / A, accuracy as B − A in points; {WORSE} got worse"
+    return title + (f"; {NOISE} within noise" if cmp.within_noise else "")
+
+
+def _notes(cmp: Comparison) -> list[str]:
+    """Lines printed under the tables: the ``≈`` legend when a cell has one."""
+    return [NOISE_NOTE] if cmp.within_noise else []
 
 
 def to_rich(cmp: Comparison) -> list[Table | str]:
@@ -118,7 +140,7 @@ def to_rich(cmp: Comparison) -> list[Table | str]:
         for _, row in frame.iterrows():
             side.add_row(*(_text(row[k]) for k in keys), _text(row["status"]))
         out.append(side)
-    return [*out, summary(cmp)]
+    return [*out, *_notes(cmp), summary(cmp)]
 
 
 def _md_row(cells: list[str]) -> str:
@@ -136,10 +158,11 @@ def to_markdown(cmp: Comparison) -> str:
         lines.append(_md_row(["---"] * (len(keys) + 1)))
         for _, row in frame.iterrows():
             lines.append(_md_row([*(_text(row[k]) for k in keys), _text(row["status"])]))
-    return "\n".join([*lines, "", summary(cmp)]) + "\n"
+    notes = [line for note in _notes(cmp) for line in ("", note)]
+    return "\n".join([*lines, *notes, "", summary(cmp)]) + "\n"
 
 
 def to_csv(cmp: Comparison) -> str:
-    """Every matched run (a, b and ratio/diff columns, ``worse``) then the one-sided runs,
-    with ``side`` = both | only a | only b."""
+    """Every matched run (a, b and ratio/diff columns, ``worse``, ``noise``) then the
+    one-sided runs, with ``side`` = both | only a | only b."""
     return cmp.frame().to_csv(index=False)

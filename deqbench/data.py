@@ -6,6 +6,11 @@ A dataset plugin registers a factory (``register_datasets``) called with keyword
 
 The factory checks its root at once: a missing or malformed one raises `DatasetError` naming
 the path and the layout expected, before anything trains.
+
+A factory may declare its task before any data is read, as a ``task`` attribute (a class
+attribute ``task = "segmentation"``) or a ``task`` option; model factories and heads declare
+theirs the same way. Validation then refuses a model of the other task
+(`deqbench.train_suite.declared_task`); undeclared, the mismatch is found when the run starts.
 """
 
 from __future__ import annotations

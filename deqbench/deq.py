@@ -8,6 +8,8 @@ iterates never enter the autograd graph, so training memory does not grow with i
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +176,7 @@ class DEQ(nn.Module):
         self.keep_graph_in_eval = keep_graph_in_eval
         self.stats = DEQStats()
         self._jac_credit = 0.0  # accumulates jac_reg_freq; a penalty is due at each whole unit
+        self.overriding = False  #: inside `overridden`: a side computation, not a model step
 
     def forward(self, x: Tensor) -> State:
         attach = torch.is_grad_enabled() and (self.training or self.keep_graph_in_eval)
@@ -210,6 +213,38 @@ class DEQ(nn.Module):
                 bound.f, z_star, n_samples=self.jac_reg_samples, dist=self.jac_reg_probe
             )
         return unpack(out, bound.spec)
+
+    @contextlib.contextmanager
+    def overridden(self, **settings: Any) -> Iterator[DEQ]:
+        """Inside the block, solve and differentiate with other ``settings`` (the constructor's
+        names: ``solver``, ``gradient`` and ``b_solver`` as names or instances, with their
+        ``*_options``; the caps, tolerances and stop modes) and compute no Jacobian penalty.
+        Afterwards the layer is as before, ``stats`` and the penalty's schedule included.
+        Training runs check their gradients against exact ones with it."""
+        resolved = {"solver": Solver, "gradient": GradientEstimator, "b_solver": Solver}
+        plain = ("f_max_iter", "f_tol", "b_max_iter", "b_tol", "stop_mode", "b_stop_mode")
+        known = {*resolved, *plain, *(f"{name}_options" for name in resolved)}
+        if unknown := sorted(set(settings) - known):
+            raise TypeError(f"DEQ.overridden: unknown settings {', '.join(unknown)}")
+        for mode in ("stop_mode", "b_stop_mode"):
+            if mode in settings and settings[mode] not in STOP_MODES:
+                raise ValueError(f"stop modes must be 'abs' or 'rel', got {settings[mode]!r}")
+        saved = {name: getattr(self, name) for name in (*resolved, *plain)}
+        saved.update(stats=self.stats, jac_reg_weight=self.jac_reg_weight)
+        saved.update(_jac_credit=self._jac_credit, overriding=self.overriding)
+        try:
+            for name, base in resolved.items():
+                if name in settings:
+                    options = settings.get(f"{name}_options")
+                    setattr(self, name, _resolve(name, settings[name], options, base))
+            for name in plain:
+                if name in settings:
+                    setattr(self, name, settings[name])
+            self.jac_reg_weight, self.overriding = 0.0, True
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
 
     def _jac_reg_due(self) -> bool:
         if self.jac_reg_weight == 0:

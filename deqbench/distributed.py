@@ -200,26 +200,27 @@ class EvalSampler(Sampler[int]):
 
 
 # -- the model ------------------------------------------------------------------------------------
-def wrap_model(model: nn.Module, ctx: Dist, device: torch.device, task: str, warmup: bool):
+def wrap_model(model: nn.Module, ctx: Dist, device: torch.device, warmup: bool):
     """``model`` in `DistributedDataParallel` (the module itself with one rank).
 
-    Segmentation converts BatchNorm to SyncBatchNorm on CUDA (SyncBatchNorm has no CPU
-    kernel; gloo ranks keep per-rank statistics). The implicit backward needs nothing special:
+    On CUDA every BatchNorm becomes a SyncBatchNorm (`sync_batchnorm`); SyncBatchNorm has no
+    CPU kernel, so gloo ranks keep per-rank statistics. The implicit backward needs nothing special:
     its backward solve runs inside the autograd graph of ``f(z*)`` and differentiates only with
     respect to ``z``, so DDP's gradient hooks fire once per parameter, after it. A run with an
     unrolled warm-up trains two graphs, and DDP is told to look for unused parameters.
     """
     if not ctx.enabled:
         return model
-    model = sync_batchnorm(model, task, device)
+    model = sync_batchnorm(model, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=warmup)
 
 
-def sync_batchnorm(model: nn.Module, task: str, device: torch.device) -> nn.Module:
-    """Segmentation on CUDA: every BatchNorm becomes a SyncBatchNorm (statistics over the global
-    batch, as the small per-GPU crops of Cityscapes need). Anything else is left as it is."""
-    if task == "segmentation" and device.type == "cuda":
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """On CUDA, every BatchNorm becomes a SyncBatchNorm: statistics over the global batch, so N
+    ranks normalise as one process would (and Cityscapes' small per-GPU crops get usable
+    statistics). On the CPU, where SyncBatchNorm has no kernel, the model is left as it is."""
+    if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
 
@@ -233,6 +234,8 @@ REDUCE: Mapping[str, str] = {
     "step_ms_median": "max",
     "step_ms_iqr": "max",
     "f_rel_residual_final": "max",
+    "f_rel_residual_median_final": "max",
+    "eval_f_rel_residual_median": "max",
     "f_nfe_mean": "mean",
     "b_nfe_mean": "mean",
     "f_converged_frac": "mean",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)\s*([dhms]))", re.IGNORECASE)
@@ -55,5 +55,10 @@ def _positive_duration(value: Any) -> float:
     return parse_duration(value)
 
 
-#: A suite key holding a wall-time limit, in seconds once validated.
-Duration = Annotated[float, BeforeValidator(_positive_duration)]
+#: A suite key holding a wall-time limit, in seconds once validated. Its schema says what a suite
+#: writes (`deqbench.suite` describes a key's type from it when a ``--set`` does not parse).
+Duration = Annotated[
+    float,
+    BeforeValidator(_positive_duration),
+    WithJsonSchema({"type": "string", "format": "duration", "examples": ["2h", "90s"]}),
+]

@@ -3,6 +3,7 @@ bytes autograd saves, and how close the estimator's parameter gradient comes to 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -10,13 +11,14 @@ import torch
 from torch import Tensor
 
 from deqbench.deq import DEQ
-from deqbench.gradients import gradient_agreement, reference_gradient
+from deqbench.gradients import CellGradient, gradient_agreement, reference_gradient
 from deqbench.measure import Timing, cuda_peak, peak_rss_mb, sync
 from deqbench.memory import SavedTensorsMeter
 from deqbench.plugins import get_gradient
 from deqbench.solve_run import LiveProblem
-from deqbench.solvers import Solver
+from deqbench.solvers import Solver, SolverResult
 from deqbench.state import State, pack
+from deqbench.stats import DEQStats, SolveStats
 from deqbench.suite import Run
 
 
@@ -80,6 +82,7 @@ def measure_gradient(
         fwd, bwd, _ = step()
         forward_ms.append(fwd)
         backward_ms.append(bwd)
+    rss_peak = peak_rss_mb()  # the run's own, not the exact gradient's (only one run solves it)
 
     key = run.problem.name
     if key not in references:
@@ -101,9 +104,34 @@ def measure_gradient(
         "grad_rel_error": agreement.rel_error,
         "saved_mb": meter.mb,
         "peak_mem_mb": cuda.get("peak_mb"),
-        "rss_peak_mb": peak_rss_mb(),
+        "rss_peak_mb": rss_peak,
     }
     ref_b = reference.stats.backward
     if ref_b is None or ref_b.status.value != "converged":
         row["notes"] = "reference backward not converged: " + (ref_b.message if ref_b else "")
     return row
+
+
+def reference_on_cpu(reference: CellGradient) -> CellGradient:
+    """``reference`` with its tensors detached and on the CPU: what a run's worker pickles for
+    the suite to hand to the problem's later runs (no autograd graph comes along, and reading
+    it back needs no CUDA)."""
+
+    def result(r: SolverResult) -> SolverResult:
+        moved = {
+            f.name: getattr(r, f.name).detach().cpu()
+            for f in dataclasses.fields(r)
+            if isinstance(getattr(r, f.name), Tensor)
+        }
+        return dataclasses.replace(r, **moved)
+
+    stats = reference.stats
+    forward, backward = (
+        None if s is None else SolveStats(result(s.result)) for s in (stats.forward, stats.backward)
+    )
+    jac = None if stats.jac_loss is None else stats.jac_loss.detach().cpu()
+    return CellGradient(
+        {name: None if g is None else g.detach().cpu() for name, g in reference.grads.items()},
+        reference.loss,
+        DEQStats(forward, backward, jac),
+    )

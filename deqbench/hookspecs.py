@@ -45,3 +45,10 @@ def register_heads(register):
 @hookspec
 def register_datasets(register):
     """Register datasets: factories returning a dataset or data module."""
+
+
+@hookspec(firstresult=True)
+def explain_unknown(kind, name):
+    """Say why ``name`` is not registered as one of ``kind`` though this plugin provides it
+    (an optional dependency is not installed): a short reason naming what to install, or None.
+    Asked only when a lookup finds no such name."""

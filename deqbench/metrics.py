@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from deqbench.noise import wilson_interval
+
 #: The label segmentation datasets use for unlabelled pixels (Cityscapes' convention).
 IGNORE_INDEX = 255
 
@@ -77,7 +79,8 @@ def pixel_accuracy(confusion: Tensor) -> float:
 
 class EvalMeter:
     """Accumulates an evaluation on the device: loss sum, top-1/top-5 counts or a confusion
-    matrix. ``result()`` returns percentages (``eval_top1``... as in the report)."""
+    matrix. ``result()`` returns percentages (``eval_top1``... as in the report), the 95 %
+    Wilson interval of each top-k accuracy and ``eval_count``, the samples evaluated."""
 
     def __init__(
         self, task: str, num_classes: int, ignore_index: int | None, device: torch.device
@@ -124,6 +127,9 @@ class EvalMeter:
             out["eval_pixel_acc"] = 100 * pixel_accuracy(self.confusion.cpu())
         else:
             top1, top5 = self.correct.tolist()
-            out["eval_top1"] = 100 * top1 / self.samples
-            out["eval_top5"] = 100 * top5 / self.samples
+            for name, hits in (("eval_top1", top1), ("eval_top5", top5)):
+                out[name] = 100 * hits / self.samples
+                low, high = wilson_interval(hits, self.samples)
+                out[f"{name}_ci_low"], out[f"{name}_ci_high"] = 100 * low, 100 * high
+        out["eval_count"] = self.samples
         return out

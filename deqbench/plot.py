@@ -154,7 +154,8 @@ def _colours(names: list[str]) -> dict[str, str]:
 
 
 def accuracy_vs_time(source: _Source, out: Path) -> Drawn:
-    """Eval accuracy (top-1, else mIoU) against median step time: one point per run."""
+    """Eval accuracy (top-1, else mIoU) against median step time: one point per run, with
+    its 95 % Wilson interval as a bar where the report has one."""
     name = "accuracy_vs_step_time"
     frame = source.frame
     metric = next(
@@ -171,6 +172,7 @@ def accuracy_vs_time(source: _Source, out: Path) -> Drawn:
     implicit = rows[~explicit]
     colours = _colours(sorted(implicit["solver"].astype(str).unique()))
     markers = _markers(sorted(implicit["gradient"].fillna("").astype(str).unique()))
+    _interval_bars(ax, rows, metric)
     for _, row in implicit.iterrows():
         ax.scatter(
             row["step_ms_median"],
@@ -201,10 +203,27 @@ def accuracy_vs_time(source: _Source, out: Path) -> Drawn:
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.margins(0.08)  # points on the edge of the axes are hard to read
     ax.set_xlabel("training step time, median (ms)")
-    unit = "top-1 accuracy on the eval split (%)" if metric == "eval_top1" else "eval mIoU (%)"
+    unit = (
+        "top-1 accuracy on the eval split (%)\nbars: 95 % Wilson interval"
+        if metric == "eval_top1"
+        else "eval mIoU (%)"
+    )
     ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
     return _save(fig, out, name, len(rows))
+
+
+def _interval_bars(ax, rows: pd.DataFrame, metric: str) -> None:
+    """Grey bars of each point's 95 % Wilson interval, where the report has one."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low not in rows or high not in rows:
+        return
+    bars = _finite(rows, [low, high])
+    if bars.empty:
+        return
+    y = pd.to_numeric(bars[metric])
+    spans = [y - pd.to_numeric(bars[low]), pd.to_numeric(bars[high]) - y]
+    ax.errorbar(bars["step_ms_median"], y, yerr=spans, fmt="none", ecolor="grey", capsize=3)
 
 
 def memory_vs_iterations(source: _Source, out: Path) -> Drawn:

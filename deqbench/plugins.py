@@ -45,6 +45,7 @@ class Entry:
     target: Any
     plugin: str
     description: str = ""
+    details: str = ""  #: the longer account `deqbench list -v` shows (provenance, say)
 
     @functools.cached_property
     def obj(self) -> Any:
@@ -130,8 +131,8 @@ class Registry:
     def _collect(self, kind: str, plugin: str, hook: Callable[..., Any]) -> None:
         staged: list[Entry] = []
 
-        def register(name: str, obj: Any, description: str = "") -> None:
-            staged.append(Entry(kind, name, obj, plugin, description))
+        def register(name: str, obj: Any, description: str = "", details: str = "") -> None:
+            staged.append(Entry(kind, name, obj, plugin, description, details))
 
         try:
             hook(register=register)
@@ -175,6 +176,11 @@ class Registry:
         try:
             return self._entries[kind][name]
         except KeyError:
+            # A plugin may know the name but not register it here (an optional dependency
+            # missing): its reason beats a "did you mean" that points elsewhere.
+            why = self._pm.hook.explain_unknown(kind=kind, name=name)
+            if why:
+                raise UnknownNameError(f"{kind[:-1]} {name!r} is not available: {why}") from None
             hint = did_you_mean(name, self._entries[kind])
             raise UnknownNameError(f"unknown {kind[:-1]} {name!r}{hint}") from None
 

@@ -88,7 +88,19 @@ TRACE_COLUMNS: dict[str, str] = {
     "rel_residual_max": "max over samples of the relative residual",
 }
 
+#: Statuses of a run that failed, in any suite: the suite exits with 1 when a row has one.
 FAILED = ("oom", "error", "timeout", "interrupted", "crashed")
+#: A training run that diverged (its loss turned NaN) trained no model: it failed too. A solve
+#: run's ``diverged`` is not here: like ``max_iter`` it is the solver's measured outcome on the
+#: problem, and a suite that compares solvers on hard problems expects some to diverge.
+TRAIN_FAILED = (*FAILED, "diverged")
+
+
+def is_failed(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` is a failed run (`FAILED`; `TRAIN_FAILED` for a training suite's row)."""
+    failed = TRAIN_FAILED if row.get("kind") == "train" else FAILED
+    return row.get("status") in failed
+
 
 #: Result columns of training suites (``kind = "train"``), in file order. Explicit models leave
 #: the solver, gradient and ``f_*``/``b_*`` columns empty.
@@ -133,19 +145,39 @@ TRAIN_COLUMNS: dict[str, str] = {
     "step_ms_iqr": "interquartile range of those step times, ms",
     "f_nfe_mean": "mean forward NFE over equilibrium-mode training steps",
     "f_rel_residual_final": "worst relative residual of the last training step's forward",
+    "f_rel_residual_median_final": "median over samples of the last training step's forward "
+    "relative residual (above ~0.05 the solve did not find an equilibrium)",
     "f_converged_frac": "fraction of training forwards in which every sample reached f_tol",
     "b_nfe_mean": "mean backward-solve NFE per step (empty for estimators that solve none)",
+    "grad_checks": "training steps whose gradient was checked against the exact implicit "
+    "gradient ([eval] grad_check, grad_check_every; implicit models in equilibrium mode)",
+    "grad_cosine_median": "median over the checks of the cosine between the run's parameter "
+    "gradient of the task loss and the exact implicit one (same batch, weights, dropout masks)",
+    "grad_cosine_worst": "lowest of those cosines",
+    "grad_rel_error_median": "median over the checks of ‖run's − exact‖ / ‖exact‖",
+    "grad_rel_error_worst": "largest of those relative errors",
+    "grad_check_s": "wall time of the gradient checks, seconds (excluded from train_s)",
     "saved_mb": "bytes autograd saved for the backward on one training step (the first in "
     "equilibrium mode; parameters excluded, storage counted once), MB",
     "peak_mem_mb": "CUDA only: peak allocated memory of the run, MB",
     "rss_peak_mb": "CPU: the process's peak resident memory during this run (reset at its "
     "start on Linux), MB; under torch.distributed, the largest over the ranks (as peak_mem_mb)",
     "eval_top1": "top-1 accuracy on the eval split, percent (classification)",
+    "eval_top1_ci_low": "lower end of the 95 % Wilson score interval of eval_top1 over "
+    "eval_count images, percent",
+    "eval_top1_ci_high": "upper end of that interval, percent",
     "eval_top5": "top-5 accuracy on the eval split, percent (classification)",
-    "eval_miou": "mean intersection over union, percent (segmentation; ignore label skipped)",
-    "eval_pixel_acc": "pixel accuracy over labelled pixels, percent (segmentation)",
+    "eval_top5_ci_low": "lower end of the 95 % Wilson score interval of eval_top5, percent",
+    "eval_top5_ci_high": "upper end of that interval, percent",
+    "eval_miou": "mean intersection over union, percent (segmentation; ignore label skipped); "
+    "no interval: a mean of per-class ratios is not a binomial proportion",
+    "eval_pixel_acc": "pixel accuracy over labelled pixels, percent (segmentation); no "
+    "interval: the pixels of an image are not independent trials",
+    "eval_count": "images evaluated (every rank's share), the n of the intervals",
     "eval_loss": "mean task loss on the eval split",
     "eval_nfe_mean": "mean forward NFE per eval batch",
+    "eval_f_rel_residual_median": "median over the evaluated samples of the forward relative "
+    "residual (under torch.distributed, the largest of the ranks' medians)",
     "wall_s": "wall time of the whole run (build, train, evaluate), seconds; of this attempt "
     "alone when it was resumed (train_s covers every attempt)",
 }
@@ -160,8 +192,16 @@ STEP_COLUMNS: dict[str, str] = {
     "lr": "learning rate of the step",
     "f_nfe": "forward NFE of the step (empty in unrolled mode and for explicit models)",
     "f_rel_residual": "worst relative residual of the step's forward",
+    "f_rel_residual_median": "median over samples of the relative residual of the step's forward",
     "b_nfe": "backward-solve NFE of the step (empty when none)",
     "images_per_s": "images per second of this step",
+    "grad_cosine": "checked steps only: cosine between the step's parameter gradient of the "
+    "task loss and the exact implicit gradient on the same batch (deqbench.grad_check)",
+    "grad_rel_error": "checked steps only: ‖step's − exact‖ / ‖exact‖",
+    "grad_exact_f_residual": "checked steps only: worst relative residual of the exact "
+    "gradient's forward solve (Anderson, tol 1e-6)",
+    "grad_exact_b_residual": "checked steps only: worst relative residual of the exact "
+    "gradient's backward solve (GMRES, tol 1e-7)",
 }
 
 
@@ -252,7 +292,11 @@ class ReportWriter:
         _append(self.path, [row], self.columns)
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
+        """Write the ``.meta.json`` file, then the report's header if it has none yet: from
+        the suite's start the report exists, so one killed before its first row (a day-long
+        first run) can still be resumed from its checkpoints."""
         self.meta.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+        _append(self.path, [], self.columns)
 
 
 def _append(path: Path, rows: list[Mapping[str, Any]], columns: Mapping[str, str]) -> None:
@@ -281,7 +325,7 @@ def read_report(path: str | Path) -> pd.DataFrame:
 
 def metadata(plugins: Mapping[str, str], failures: Iterable[Any], device: torch.device) -> dict:
     """Versions, device, CPU count, git commit and plugins, for the ``.meta.json`` file."""
-    from deqbench import __version__
+    from deqbench import __version__, openmp
 
     return {
         "python": platform.python_version(),
@@ -291,7 +335,11 @@ def metadata(plugins: Mapping[str, str], failures: Iterable[Any], device: torch.
         "device": str(device),
         "device_name": _device_name(device),
         "cpu_count": os.cpu_count(),
+        # The vector ISA torch's CPU kernels dispatch to: results are bitwise reproducible on
+        # one machine, and another ISA sums floats in another order (docs/reproducibility.md).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
+        "openmp_wait": openmp.describe(),
         "git_commit": _git_commit(),
         "plugins": dict(plugins),
         "plugin_failures": [{"plugin": f.plugin, "error": f.error} for f in failures],

@@ -84,9 +84,11 @@ def plan_resume(
 
     report = Path(report)
     flag = f"--resume {report}"
-    if not report.is_file():
-        raise ConfigError(f"{flag}: no such report")
     meta_path = companion(report, "meta.json")
+    # A suite writes its meta.json, then the report's header: killed between the two, the
+    # report is missing but the suite is known, so it resumes as an empty report.
+    if not report.is_file() and not meta_path.is_file():
+        raise ConfigError(f"{flag}: no such report")
     if not meta_path.is_file():
         raise ConfigError(f"{flag}: has no {meta_path.name}, so it cannot be resumed")
     try:
@@ -196,8 +198,9 @@ def _show(value: Any) -> str:
 
 def _read(path: Path, flag: str) -> tuple[pd.DataFrame, bool]:
     """A CSV as text cells, nothing reformatted, and whether its end was torn: a last line
-    without its newline (a write cut short by a kill) is left out, as it was never a row."""
-    text = path.read_text(encoding="utf-8")
+    without its newline (a write cut short by a kill) is left out, as it was never a row. A
+    missing file reads as an empty one."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
     torn = bool(text) and not text.endswith("\n")
     if torn:
         text = text[: text.rfind("\n") + 1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 import re
 import signal
 import threading
@@ -18,7 +19,7 @@ import torch
 
 from deqbench.host_allocator import steady_thresholds
 from deqbench.plugins import get_registry
-from deqbench.results import FAILED, ReportWriter, metadata, noisy_figures
+from deqbench.results import ReportWriter, is_failed, metadata, noisy_figures
 from deqbench.solve_run import measure_run
 from deqbench.suite import Run, Suite
 
@@ -95,7 +96,8 @@ class SuiteOutcome:
 
     @property
     def failed(self) -> int:
-        return sum(row["status"] in FAILED for row in self.rows)
+        """Runs that failed (`deqbench.results.is_failed`): the suite exits with 1."""
+        return sum(is_failed(row) for row in self.rows)
 
 
 def base_row(suite: Suite, run: Run, device: torch.device) -> dict[str, Any]:
@@ -129,29 +131,56 @@ def execute(
     return measure_run(run, device, dtype, info.seed, info.repeats, info.warmup, references)
 
 
-def solve_in_worker(emit: Any, suite: Suite, run: Run, device: str) -> tuple[dict, list[dict]]:
-    """`execute` as the target of `deqbench.worker.run_isolated` (``[suite] isolate``)."""
-    return execute(suite, run, torch.device(device), {})
+def solve_in_worker(
+    emit: Any, suite: Suite, run: Run, device: str, shared: dict[str, bytes] | None = None
+) -> tuple[dict, list[dict], dict[str, bytes]]:
+    """`execute` as the target of `deqbench.worker.run_isolated` (``[suite] isolate``).
+
+    ``shared``: the exact gradients the suite already has for this run's problem, pickled.
+    Returns ``(metrics, traces, new)``, ``new`` the exact gradients this run computed, pickled
+    on the CPU, for the suite to hand to the problem's later runs. (Pickled here: the result
+    pipe would send a tensor as a descriptor of this process's memory, gone once it exits.)
+    """
+    from deqbench.gradient_run import reference_on_cpu
+
+    references = {key: pickle.loads(blob) for key, blob in (shared or {}).items()}
+    known = set(references)
+    metrics, traces = execute(suite, run, torch.device(device), references)
+    new = {
+        key: pickle.dumps(reference_on_cpu(ref))
+        for key, ref in references.items()
+        if key not in known
+    }
+    return metrics, traces, new
 
 
 def _solve_isolated(
-    suite: Suite, run: Run, device: torch.device, row: dict
+    suite: Suite, run: Run, device: torch.device, row: dict, references: dict[str, Any]
 ) -> tuple[dict, list[dict]]:
     """One solve run in its own worker: `execute`'s ``(metrics, traces)``, or, when the worker
-    failed (timeout, crashed, oom, error), its status and error written into ``row``."""
+    failed (timeout, crashed, oom, error), its status and error written into ``row``.
+
+    ``references`` (the suite's exact gradients by problem, pickled) goes to the worker for
+    this run's problem, and takes what the worker computed: one exact gradient per problem, as
+    in-process.
+    """
     from deqbench.plugins import in_process_plugins
     from deqbench.worker import run_isolated
 
     info = suite.spec.suite
+    key = run.problem.name
+    shared = {key: references[key]} if run.gradient and key in references else {}
     result = run_isolated(
         solve_in_worker,
-        (suite, run, str(device)),
+        (suite, run, str(device), shared),
         timeout_s=info.timeout,
         plugins=in_process_plugins(),
         threads=info.threads or torch.get_num_threads(),
     )
     if result.status == "ok":
-        return result.value
+        metrics, traces, new = result.value
+        references.update(new)
+        return metrics, traces
     row.update(status=result.status, error=result.error)
     return {}, []
 
@@ -207,7 +236,8 @@ def _run_all(
     meta.update(extra_meta or {})
     writer.write_meta(meta)
     outcome = SuiteOutcome(writer.path)
-    references: dict[str, Any] = {}  # exact gradients, computed once per problem
+    # Exact gradients, computed once per problem (pickled, when runs are isolated).
+    references: dict[str, Any] = {}
     with DeferredInterrupt() as sigint:
         for run in suite.runs:
             if run.index in finished:
@@ -218,7 +248,7 @@ def _run_all(
             row = base_row(suite, run, device)
             start = time.perf_counter()
             if suite.spec.suite.isolate:
-                solve = functools.partial(_solve_isolated, suite, run, device, row)
+                solve = functools.partial(_solve_isolated, suite, run, device, row, references)
             else:
                 solve = functools.partial(execute, suite, run, device, references)
             metrics, traces = _attempt(solve, row, sigint, outcome, device) or ({}, [])

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import inspect
 import itertools
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,9 +57,10 @@ class SuiteInfo(_Table):
     repeats: Annotated[int, Field(ge=1)] = 5
     warmup: Annotated[int, Field(ge=0)] = 1
     threads: Annotated[int, Field(ge=1)] | None = None  # torch CPU threads; None: torch's own
-    #: each run in a worker process of its own (a solver that segfaults is a ``crashed`` row);
-    #: off by default: solve runs are short and share each problem's exact gradient
-    isolate: bool = False
+    #: each run in a worker process of its own (a solver that segfaults is a ``crashed`` row,
+    #: and the suite goes on); each problem's exact gradient is still computed once, by its
+    #: first gradient run, and handed to the later ones. false: every run in this process
+    isolate: bool = True
     timeout: Duration | None = None  #: a run's wall-time limit (with ``isolate``), e.g. "10m"
 
 
@@ -197,8 +199,8 @@ def apply_override(data: dict[str, Any], item: str, path: Path) -> None:
     except tomllib.TOMLDecodeError as exc:
         if raw.strip()[:1] in ("[", "{", '"', "'"):  # meant as TOML, not as a bare string
             raise ConfigError(
-                f"--set {item!r}: the value did not parse as TOML ({exc}); quote strings "
-                f"inside it, e.g. --set '{key.strip()}=[\"anderson\"]'"
+                f"{path}: --set {item!r}: the value did not parse as TOML ({exc}); "
+                f"{_expected_value(data, key.strip(), parts, raw)}"
             ) from None
         value = raw
     node: Any = data
@@ -220,6 +222,110 @@ def apply_override(data: dict[str, Any], item: str, path: Path) -> None:
                 node = node.setdefault(part, {})
         else:
             raise ConfigError(f"{path}: --set {key}: {where!r} is not a table or list")
+
+
+def _expected_value(data: Mapping[str, Any], key: str, parts: Sequence[str], raw: str) -> str:
+    """What a ``--set`` of ``key`` (split into ``parts``) should look like, its value ``raw``
+    having failed to parse: the type the suite's schema gives the key and an example, e.g.
+    "matrix.max_iter takes an array of integers ≥ 1, e.g. --set 'matrix.max_iter=[20]'"."""
+    info = data.get("suite")
+    train = isinstance(info, dict) and info.get("kind") == "train"
+    if train:
+        from deqbench.train_suite import TrainFile
+
+        schema = TrainFile.model_json_schema()
+    else:
+        schema = SuiteFile.model_json_schema()
+    path, sweep = list(parts), False
+    if train and len(path) == 2 and path[0] in ("matrix", "include"):
+        path, sweep = path[1].split("."), path[0] == "matrix"  # a sweep of a dotted key
+    node: Any = schema
+    for part in path:
+        node = _deref(node, schema)
+        extra = node.get("additionalProperties")
+        if part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(extra, dict):
+            node = extra
+        elif "items" in node and part.isdigit():
+            node = node["items"]
+        else:
+            node = {}  # an option of a registered name: the schema does not know its type
+            break
+    if sweep:
+        node = {"type": "array", "items": node}
+    words, example = _in_words(node, schema), _example(node, schema, raw)
+    if words:
+        return f"{key} takes {words}" + (f", e.g. --set '{key}={example}'" if example else "")
+    quoted = _quoted_words(raw)  # the type is unknown: at least quote its strings
+    return "quote strings inside it" + (f", e.g. --set '{key}={quoted}'" if quoted else "")
+
+
+def _quoted_words(raw: str) -> str:
+    """The bare words of ``raw`` as a TOML array of strings ('[anderson' → '["anderson"]'),
+    or "" when it has none."""
+    words = re.findall(r"[A-Za-z_][\w.-]*", raw)
+    return "[" + ", ".join(f'"{w}"' for w in words) + "]" if words else ""
+
+
+def _deref(node: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A JSON-schema node with its ``$ref`` (to ``#/$defs/Name``) followed, and null dropped
+    from an ``anyOf`` (TOML has no null)."""
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    options = [n for n in node.get("anyOf", ()) if n.get("type") != "null"]
+    return _deref(options[0], schema) if len(options) == 1 else node
+
+
+def _in_words(node: Mapping[str, Any], schema: Mapping[str, Any], many: bool = False) -> str:
+    """A JSON-schema type in words ("an integer ≥ 1"; with ``many``, "integers ≥ 1"); "" when
+    it says nothing (an untyped array item)."""
+    node = _deref(node, schema)
+    if "anyOf" in node:
+        return " or ".join(filter(None, (_in_words(n, schema, many) for n in node["anyOf"])))
+    if "enum" in node:
+        return ("strings among " if many else "one of ") + ", ".join(f'"{v}"' for v in node["enum"])
+    kind = node.get("type")
+    if kind == "array":
+        items = _in_words(node.get("items", {}), schema, many=True)
+        return ("arrays" if many else "an array") + (f" of {items}" if items else "")
+    if kind not in _WORDS:
+        return ""
+    if "format" in node:  # "a duration"
+        return f"{node['format']}s" if many else f"a {node['format']}"
+    bounds = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤", "exclusiveMaximum": "<"}
+    return _WORDS[kind][many] + "".join(f" {s} {node[b]}" for b, s in bounds.items() if b in node)
+
+
+#: A JSON-schema type in words: (one, many).
+_WORDS = {
+    "integer": ("an integer", "integers"),
+    "number": ("a number", "numbers"),
+    "string": ("a string", "strings"),
+    "boolean": ("true or false", "booleans"),
+    "object": ("a table", "tables"),
+}
+
+
+def _example(node: Mapping[str, Any], schema: Mapping[str, Any], raw: str) -> str:
+    """An example TOML value of the type ``node``; strings are the bare words of ``raw``
+    quoted, when it has some ('[anderson]' → '["anderson"]'). "" when there is none."""
+    node = _deref(node, schema)
+    if "anyOf" in node:
+        return _example(node["anyOf"][0], schema, raw)
+    if "enum" in node or "examples" in node:
+        return json.dumps((node.get("enum") or node["examples"])[0])
+    kind = node.get("type")
+    if kind == "array":
+        items = _deref(node.get("items", {}), schema)
+        strings = items.get("type") in ("string", None) and "enum" not in items
+        if strings and _quoted_words(raw):  # a string, or any value (an option's sweep)
+            return _quoted_words(raw)
+        item = _example(items, schema, raw)
+        return f"[{item}]" if item else ""
+    if kind == "integer":  # 20, or the nearest bound
+        return str(min(max(20, node.get("minimum", 20)), node.get("maximum", 20)))
+    return {"number": "0.001", "string": '"name"', "boolean": "true"}.get(kind, "")
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

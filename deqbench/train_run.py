@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deqbench import grad_check
 from deqbench.data import DataSource, make_loader
 from deqbench.distributed import (
     SINGLE,
@@ -38,6 +39,7 @@ from deqbench.distributed import (
 )
 from deqbench.duration import format_duration
 from deqbench.errors import ConfigError
+from deqbench.grad_check import GradCheck
 from deqbench.measure import MB, median_iqr, peak_rss_mb
 from deqbench.memory import SavedTensorsMeter
 from deqbench.metrics import EvalMeter, task_loss
@@ -110,9 +112,11 @@ class _Pending:
     lr: float
     images: int
     f_nfe: int | None = None
-    f_res: Tensor | None = None
+    f_res: Tensor | None = None  #: worst sample's relative residual
+    f_res_median: Tensor | None = None
     f_ok: Tensor | None = None
     b_nfe: int | None = None
+    grad: GradCheck | None = None
 
 
 class StepLog:
@@ -129,6 +133,7 @@ class StepLog:
         self.rows: list[dict[str, Any]] = []  #: drained: the report's step rows
         self.step_ms: list[tuple[str, float, bool]] = []  #: (mode, ms, timed)
         self.f_ok: list[bool] = []
+        self.check_s = 0.0  #: wall time of the gradient checks (not training time)
         self._pending: list[tuple[_Pending, Any, bool]] = []
         self._last = self._mark()
 
@@ -176,8 +181,10 @@ class StepLog:
                     "lr": p.lr,
                     "f_nfe": p.f_nfe,
                     "f_rel_residual": None if p.f_res is None else float(p.f_res),
+                    "f_rel_residual_median": _float(p.f_res_median),
                     "b_nfe": p.b_nfe,
                     "images_per_s": p.images / (ms / 1e3) if ms > 0 else None,
+                    **(p.grad.columns() if p.grad is not None else {}),
                 }
             )
             if self.on_row is not None:
@@ -185,6 +192,10 @@ class StepLog:
             if not math.isfinite(loss):
                 raise Diverged(f"the training loss became {loss} at step {p.step}")
         return self.rows[-1]
+
+
+def _float(value: Tensor | None) -> float | None:
+    return None if value is None else float(value)
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -280,6 +291,33 @@ def train_step(
     return loss.detach()
 
 
+def _check_gradient(
+    state: TrainState, run: TrainRun, x: Tensor, y: Tensor, info: Any, ctx: Dist
+) -> GradCheck:
+    """`deqbench.grad_check.check_gradient` on this step's batch, with the step's loss."""
+    recipe = run.spec.recipe
+
+    def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
+        return task_loss(
+            logits,
+            target,
+            task=info.task,
+            ignore_index=info.ignore_index,
+            label_smoothing=recipe.label_smoothing,
+        )
+
+    scale = state.scaler.get_scale() if state.scaler.is_enabled() else 1.0
+    return grad_check.check_gradient(
+        state.model,
+        x,
+        y,
+        loss_fn,
+        autocast=lambda: _autocast(x.device, recipe.precision),
+        loss_scale=scale,
+        ctx=ctx,
+    )
+
+
 class Epochs:
     """The training batches, epoch after epoch, from any step: the sampler reshuffles from
     ``seed + epoch`` and skips what the epoch already trained on, and the loader's generator
@@ -333,6 +371,10 @@ def train(
     warmup = recipe.unrolled_warmup_steps if model.implicit else 0
     per_epoch = batches.per_epoch
     every = run.spec.eval.every_epochs
+    checks, checks_every = (
+        model.implicit and run.spec.eval.grad_check,
+        run.spec.eval.grad_check_every,
+    )
     ckpt_every = run.spec.suite.checkpoint_every
     metered_step = min(warmup, steps - 1)  # the first equilibrium step, or the last one
     model.train()
@@ -350,12 +392,19 @@ def train(
         mode = "unrolled" if model.unrolled else "equilibrium"
         lr = state.optimizer.param_groups[0]["lr"]
         step = state.step
+        check = None
+        if checks and mode == "equilibrium" and grad_check.due(step, steps, checks_every):
+            check = _check_gradient(state, run, x, y, info, ctx)
+            log.check_s += check.seconds
+            log.restart_clock()  # the step's time is the step's alone
         loss = train_step(state, x, y, run, info.task, info.ignore_index, meter)
         entry = _Pending(step, state.epoch, mode, loss, lr, x.shape[0] * ctx.world_size)
+        entry.grad = check
         stats = model.stats if mode == "equilibrium" else None
         if stats is not None and stats.forward is not None:
             result = stats.forward.result
             entry.f_nfe, entry.f_res = result.nfe, result.rel_residual.max()
+            entry.f_res_median = result.rel_residual.median()
             entry.f_ok = (result.sample_status.max() == 0) if result.sample_status.numel() else None
             entry.b_nfe = stats.backward.nfe if stats.backward is not None else None
         log.record(entry, timed=meter is None)
@@ -406,6 +455,7 @@ def evaluate(
     model.set_unrolled(False)
     meter = EvalMeter(info.task, info.num_classes, info.ignore_index, device)
     nfes: list[int] = []
+    residuals: list[Tensor] = []  #: each sample's relative residual, kept on the device
     traces: list[dict[str, Any]] = []
     limit = run.spec.eval.max_batches
     for i, (x, y) in enumerate(loader):
@@ -418,6 +468,7 @@ def evaluate(
         stats = model.stats
         if stats is not None and stats.forward is not None:
             nfes.append(stats.forward.nfe)
+            residuals.append(stats.forward.result.rel_residual)
             if i == 0:
                 traces = trace_rows(run.index, stats.forward.result)
     model.set_unrolled(was_unrolled)
@@ -429,6 +480,8 @@ def evaluate(
     out = meter.result()
     if nfe[1] > 0:
         out["eval_nfe_mean"] = float(nfe[0] / nfe[1])
+    if residuals:  # this rank's median; under DDP the row keeps the largest (REDUCE)
+        out["eval_f_rel_residual_median"] = float(torch.cat(residuals).float().median())
     return out, traces
 
 
@@ -591,7 +644,7 @@ def train_run(
         _restore(load_checkpoint(checkpoint), state, log, batches, times, ctx)
         m["resumed_from_step"] = state.step
     warmup = run.spec.recipe.unrolled_warmup_steps if model.implicit else 0
-    state.net = wrap_model(model, ctx, device, info.task, warmup=warmup > state.step)
+    state.net = wrap_model(model, ctx, device, warmup=warmup > state.step)
     if observer is not None:
         observer.run_started(run, steps)
     eval_s = 0.0
@@ -610,7 +663,7 @@ def train_run(
 
     def save(state: TrainState) -> None:
         elapsed = {
-            "train_s": times["train_s"] + time.perf_counter() - start - eval_s,
+            "train_s": times["train_s"] + time.perf_counter() - start - eval_s - log.check_s,
             "eval_s": times["eval_s"] + eval_s,
         }
         _save(checkpoint, run, state, log, batches, elapsed, ctx)
@@ -643,7 +696,7 @@ def train_run(
             tb.close()
         raise
     finally:
-        train_s = times["train_s"] + time.perf_counter() - start - eval_s
+        train_s = times["train_s"] + time.perf_counter() - start - eval_s - log.check_s
         out.steps = [{"run": run.index, **row} for row in log.rows]
         out.step_ms = [ms for _, ms, _ in log.step_ms]
     _summarise(m, log, train_s, state, ds.batch_size, batches.per_epoch)
@@ -694,7 +747,12 @@ def _save(
             "unrolled": state.model.unrolled,  # the warm-up state (also implied by the step)
             "rng": rngs,
             "loader_rng": batches.epoch_rng,  # the train loader's generator at epoch start
-            "log": {"rows": log.rows, "step_ms": log.step_ms, "f_ok": log.f_ok},
+            "log": {
+                "rows": log.rows,
+                "step_ms": log.step_ms,
+                "f_ok": log.f_ok,
+                "check_s": log.check_s,
+            },
             "world_size": ctx.world_size,
             **times,
         },
@@ -717,6 +775,7 @@ def _restore(
     log.rows = list(saved["log"]["rows"])
     log.step_ms = [tuple(t) for t in saved["log"]["step_ms"]]
     log.f_ok = list(saved["log"]["f_ok"])
+    log.check_s = saved["log"].get("check_s", 0.0)
     times.update(train_s=saved["train_s"], eval_s=saved["eval_s"])
     batches.epoch_rng = saved["loader_rng"]
     rngs = saved["rng"]
@@ -751,11 +810,21 @@ def _summarise(
     if eq:
         m["f_nfe_mean"] = statistics.fmean(r["f_nfe"] for r in eq)
         m["f_rel_residual_final"] = eq[-1]["f_rel_residual"]
+        m["f_rel_residual_median_final"] = eq[-1].get("f_rel_residual_median")
     if log.f_ok:
         m["f_converged_frac"] = sum(log.f_ok) / len(log.f_ok)
     b = [r["b_nfe"] for r in eq if r["b_nfe"] is not None]
     if b:
         m["b_nfe_mean"] = statistics.fmean(b)
+    checked = [r for r in rows if r.get("grad_cosine") is not None]
+    if checked:
+        cosines = [r["grad_cosine"] for r in checked]
+        errors = [r["grad_rel_error"] for r in checked]
+        m["grad_checks"] = len(checked)
+        m["grad_cosine_median"], m["grad_cosine_worst"] = statistics.median(cosines), min(cosines)
+        m["grad_rel_error_median"] = statistics.median(errors)
+        m["grad_rel_error_worst"] = max(errors)
+        m["grad_check_s"] = log.check_s
 
 
 # -- in a worker process --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import itertools
 import json
 from collections.abc import Mapping
@@ -119,10 +120,13 @@ class RecipeTable(_Table):
 
 
 class EvalTable(_Table):
-    """``[eval]``: when to evaluate and on how much of the eval split."""
+    """``[eval]``: when to evaluate and on how much of the eval split, and when to check the
+    run's gradients against the exact implicit gradient (`deqbench.grad_check`)."""
 
     every_epochs: Annotated[int, Field(ge=0)] = 1  #: 0: only at the end
     max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
+    grad_check: bool = True  #: check the last training step's gradient (implicit models)
+    grad_check_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: the last only
 
 
 class LoggingTable(_Table):
@@ -277,9 +281,24 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
     check_options(dataset, spec.dataset.options, "dataset.options", fail)
     model = lookup("models", spec.model.name, "model.name")
     check_options(model, spec.model.options, "model.options", fail)
+    # The model's task is its head's when the suite names one, else the model's own.
+    key, kind, name = "model.name", "model", spec.model.name
+    task = declared_task(model, spec.model.options)
     if spec.model.head:
         head = lookup("heads", spec.model.head, "model.head")
         check_options(head, spec.model.head_options, "model.head_options", fail)
+        key, kind, name = "model.head", "head", spec.model.head
+        task = declared_task(head, spec.model.head_options)
+    data_task = declared_task(dataset, spec.dataset.options)
+    if task and data_task and task != data_task:  # known up front: refuse before any run
+        heads = [n for n in registry.names("heads") if _head_task(registry, n) == data_task]
+        hint = f'model.head = "{heads[0]}"' if heads else ""
+        fix = f"a {data_task} {kind}" + (f" ({'or ' * (kind == 'model')}{hint})" if hint else "")
+        fail(
+            key,
+            f"{kind} {name!r} is for {task}, but dataset {spec.dataset.name!r} is a "
+            f"{data_task} dataset; expected {fix}",
+        )
     deq = spec.deq
     for kind, name, options, key in (
         ("solvers", deq.solver, deq.solver_options, "deq.solver"),
@@ -288,6 +307,43 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
     ):
         factory = lookup(kind, name, key)
         check_options(factory, options, key.replace("solver", "solver_options"), fail, build=True)
+
+
+def declared_task(factory: Any, options: Mapping[str, Any]) -> str | None:
+    """The task ("classification" or "segmentation") that a registered model, head or dataset
+    factory declares for ``options``, before anything is built; None when it declares none
+    (then only the run finds a mismatch, `deqbench.train_run.train_run`).
+
+    A factory with a ``task`` option declares it by that option (the synthetic dataset). Else
+    its ``task`` attribute does: a string, or a function of the options (a model whose
+    ``variant`` option picks its head). `Model`'s default ``task`` is no declaration: a model
+    class may take its task from the head it is given.
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "task" in params:
+        default = params["task"].default
+        task = options.get("task", None if default is inspect.Parameter.empty else default)
+        return task if isinstance(task, str) else None
+    owner = next((c for c in getattr(factory, "__mro__", ()) if "task" in vars(c)), None)
+    if owner is not None and owner.__module__ == "deqbench.models":
+        return None
+    task = getattr(factory, "task", None)
+    if callable(task):
+        try:
+            task = task(dict(options))
+        except Exception:  # a bad option: its own check (or the run) says so, not this one
+            return None
+    return task if isinstance(task, str) else None
+
+
+def _head_task(registry: Registry, name: str) -> str | None:
+    try:
+        return declared_task(registry.get("heads", name).obj, {})
+    except DeqbenchError:  # a head that does not import: no suggestion from it
+        return None
 
 
 # -- smoke runs -----------------------------------------------------------------------------------

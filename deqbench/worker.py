@@ -37,7 +37,8 @@ import torch
 from deqbench.duration import format_duration
 
 # torch._dynamo: the first optimizer a process builds imports it (~3 s a fresh worker otherwise).
-PRELOAD = ["deqbench.train_run", "deqbench.worker", "torch._dynamo"]
+# deqbench.solvers.warmup: the solvers' compiled kernels (~1 s a solve run otherwise).
+PRELOAD = ["deqbench.train_run", "deqbench.worker", "torch._dynamo", "deqbench.solvers.warmup"]
 POLL_S = 0.1  #: how often the parent looks at the deadline and the child while waiting
 EXIT_WAIT_S = 30.0  #: how long a child that sent its result may take to exit (CUDA teardown)
 DEATH_WAIT_S = 5.0  #: how long a child that closed its end without a result may take to end
@@ -100,6 +101,20 @@ def _die_with_parent(conn: Connection) -> None:
     threading.Thread(target=watch, name="deqbench-orphan-watch", daemon=True).start()
 
 
+def _kernels_may_thread() -> None:
+    """Let the solver kernels split big states over threads again in a child of the
+    forkserver: `deqbench.solvers.host_kernels` turns them off in every forked child, since
+    GNU OpenMP cannot start threads in a child of a process that started its own, but the
+    forkserver never did (`deqbench.solvers.warmup` keeps to the single-threaded loops)."""
+    kernels = sys.modules.get("deqbench.solvers.host_kernels")
+    if kernels is None or _CTX.get_start_method() != "forkserver":
+        return  # not loaded yet (threads allowed), or a spawned child (never forked)
+    from numba.np.ufunc import parallel
+
+    if not getattr(parallel, "_is_initialized", True):
+        kernels._threads = True
+
+
 def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_initialized():
@@ -116,6 +131,7 @@ def _child_main(conn: Connection, payload: bytes, context: dict[str, Any]) -> No
     # the resource tracker would warn about at exit.
     if sys.platform.startswith("linux"):
         mp.set_start_method("fork", force=True)
+    _kernels_may_thread()
 
     def emit(obj: Any) -> None:
         conn.send(("event", obj))

@@ -9,7 +9,7 @@ import torchvision
 from torch import Tensor, nn
 
 from deqbench.models import DEQSettings, Model
-from deqbench_plugins.mdeq.variants import build_cell, build_head, unroll, variant
+from deqbench_plugins.mdeq.variants import build_cell, build_head, head_task, unroll, variant
 
 
 class ResNet(Model):
@@ -48,6 +48,7 @@ def _resnet(arch: str):
 
     factory.__name__ = factory.__qualname__ = arch
     factory.__doc__ = f"torchvision {arch}, random init (option small_stem for 32x32 inputs)."
+    factory.task = "classification"  # checked against the dataset's at validation
     return factory
 
 
@@ -71,7 +72,7 @@ class ExplicitMDEQ(Model):
         logits = self.head(unroll(self.cell, x, self.depth))
         if self.task == "segmentation" and logits.shape[-2:] != x.shape[-2:]:
             logits = nn.functional.interpolate(
-                logits, size=x.shape[-2:], mode="bilinear", align_corners=False
+                logits, size=x.shape[-2:], mode="bilinear", align_corners=True
             )
         return logits
 
@@ -87,12 +88,16 @@ def explicit_mdeq(
     variant: str = "cpu-small",
     depth: int | None = None,
     dropout: float | None = None,
+    init: str = "reference",
 ) -> ExplicitMDEQ:
-    """The cell of MDEQ ``variant`` unrolled ``depth`` times (default: the variant's L)."""
+    """The cell of MDEQ ``variant`` unrolled ``depth`` times (default: the variant's L),
+    initialised as the implicit model (``init``)."""
     cfg = _variant(variant)
-    cell = build_cell(cfg, in_channels, image_size, dropout)
+    cell = build_cell(cfg, in_channels, image_size, dropout, init, head_task(head, cfg))
     head_module = build_head(head, cfg, cell.channels, num_classes, head_options)
     return ExplicitMDEQ(cell, head_module, cfg.unroll if depth is None else int(depth))
 
 
 _variant = variant
+#: The task of the ``variant`` option's default head (`deqbench.train_suite.declared_task`).
+explicit_mdeq.task = lambda options: _variant(options.get("variant", "cpu-small")).head

@@ -61,6 +61,20 @@ def register_gradients(register):
         register(name, target, description=description)
 
 
+#: What installs TorchDEQ: the ``[compare]`` extra of pyproject.toml.
+INSTALL = "pip install 'deqbench[compare]'"
+
+
+@hookimpl
+def explain_unknown(kind: str, name: str) -> str | None:
+    """A TorchDEQ name asked for without TorchDEQ: say which extra installs it, rather than
+    "did you mean" a built-in of a similar name."""
+    table = {"solvers": SOLVERS, "gradients": GRADIENTS}.get(kind, ())
+    if any(name == entry[0] for entry in table) and not _installed():
+        return f"it needs TorchDEQ, not installed; install the [compare] extra: {INSTALL}"
+    return None
+
+
 def __getattr__(name: str) -> Any:
     # The classes lived here before the split: keep ``torchdeq_adapter.TorchDEQAnderson`` working.
     if name.startswith("TorchDEQ"):

@@ -149,6 +149,11 @@ class _TorchDEQSolver(Solver):
 class TorchDEQFixedPoint(_TorchDEQSolver):
     """TorchDEQ's ``fixed_point_iter``; ``tau`` damps the step."""
 
+    known_deviations: ClassVar[dict[str, str]] = {
+        **_TorchDEQSolver.known_deviations,
+        "reported": "its estimate is f of its lowest-residual iterate, whose residual is not "
+        "the one reported (on an alternating map, twice it)",
+    }
     function: ClassVar[str] = "fixed_point_iter"
     untraced: ClassVar[int] = 0
     tau: float = 1.0
@@ -166,6 +171,7 @@ class TorchDEQAnderson(_TorchDEQSolver):
         "divergence": _NAN + "; its Anderson also raises on the singular system it meets",
         "scale": "its ridge λ·I is absolute: the same problem at a small scale mixes as a "
         "plain average and takes more steps",
+        "held": "its Anderson raises on the singular system a diverging sample gives it",
     }
     function: ClassVar[str] = "anderson"
     untraced: ClassVar[int] = 2

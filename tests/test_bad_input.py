@@ -94,6 +94,25 @@ def test_overrides_that_cannot_be_meant(cli, suite, tmp_path, override, expected
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("matrix.max_iter=[1", "matrix.max_iter takes an array of integers ≥ 1, e.g. "),
+        ("matrix.tol=[1e-4", "matrix.tol takes an array of numbers > 0"),
+        ("suite.repeats=[3", "suite.repeats takes an integer ≥ 1, e.g. --set 'suite.repeats=20'"),
+        (
+            "suite.timeout='2h",
+            """suite.timeout takes a duration, e.g. --set 'suite.timeout="2h"'""",
+        ),
+    ],
+)
+def test_an_unparsed_value_is_told_the_type_of_its_key(cli, suite, override, expected):
+    message = _one_line_error(
+        cli.invoke(main, ["validate", str(suite), "--set", override]), "did not parse", expected
+    )
+    assert "anderson" not in message  # a solver name is no example for a number
+
+
 def test_misspelt_required_keys_get_did_you_mean_and_every_problem(cli, tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(SUITE.replace("[matrix]", "[matrx]").replace("batch_size", "batch_sise"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import pytest
@@ -69,17 +68,19 @@ class _Expansive(TanhCell):
         return (2 * z[0] + injection,)
 
 
-@pytest.fixture
-def failing_plugins(fresh_registry):
-    module = types.ModuleType("failing")
+class _FailingPlugin:
+    """Registers the failing cells; a module-level class, so that isolated runs (the default)
+    can send it to their workers."""
 
     @deqbench.hookimpl
-    def register_cells(register):
+    def register_cells(self, register):
         register("exploding", _Exploding)
         register("expansive", _Expansive)
 
-    module.register_cells = register_cells
-    plugins.reset_registry(("failing", module))
+
+@pytest.fixture
+def failing_plugins(fresh_registry):
+    plugins.reset_registry(("failing", _FailingPlugin()))
     yield
 
 
@@ -132,7 +133,9 @@ def test_interrupt_writes_the_run_and_stops(cli, tmp_path, failing_plugins):
     problems = _problem("stop", "exploding", error="interrupt") + _problem("never", "tanh")
     path.write_text(SUITE.format(problems=problems))
     out = tmp_path / "r.csv"
-    result = cli.invoke(main, ["run", str(path), "--out", str(out)])
+    # In the suite's process, where a KeyboardInterrupt inside a run is Ctrl-C.
+    in_process = ["--set", "suite.isolate=false"]
+    result = cli.invoke(main, ["run", str(path), "--out", str(out), *in_process])
     assert result.exit_code == 130
     frame = read_report(out)
     assert frame["status"].tolist() == ["interrupted"]
@@ -205,7 +208,8 @@ main(sys.argv[1:])
 
 
 def test_nan_cells_and_solvers_end_as_diverged_rows_and_the_suite_goes_on(tmp_path):
-    # in a child process: a NaN reaching LAPACK (eigvals) used to end it with SIGSEGV
+    # in a child process: a NaN reaching LAPACK (eigvals) used to end it with SIGSEGV; its
+    # runs in that process (the script's plugins cannot reach a worker)
     import subprocess
     import sys
 
@@ -219,8 +223,9 @@ def test_nan_cells_and_solvers_end_as_diverged_rows_and_the_suite_goes_on(tmp_pa
         )
     )
     out = tmp_path / "r.csv"
+    args = ["run", str(path), "--out", str(out), "--set", "suite.isolate=false"]
     done = subprocess.run(
-        [sys.executable, str(script), "run", str(path), "--out", str(out)],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -261,3 +266,34 @@ def test_a_smoke_run_keeps_the_declared_max_iter(cli, tmp_path):
     assert frame["smoke_max_iter"].tolist()[:2] == [3, 3]
     assert pd_isna(frame["smoke_max_iter"].iloc[2])  # already below the cap: no smoke cap
     assert frame["nfe"].tolist() == [3, 3, 2]
+
+
+def test_a_diverged_solve_is_a_result_not_a_failure_but_is_said(cli, tmp_path, failing_plugins):
+    # A solve suite measures solvers on problems; diverging on a hard one is an outcome (like
+    # max_iter): exit 0, with a warning line, so that CI sees it.
+    problems = _problem("blowup", "expansive") + _problem("fine", "tanh", spectral_norm=0.5)
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.format(problems=problems))
+    out = tmp_path / "r.csv"
+    result = cli.invoke(main, ["run", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert read_report(out)["status"].tolist() == ["diverged", "converged"]
+    assert "warning: 1 run(s) diverged" in result.stderr
+    assert "not counted as a failed run" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--max-steps", "3"], ["--max-eval-batches", "1"], ["--max-steps", "3", "--limit", "2"]],
+)
+def test_training_smoke_options_on_a_solve_suite_are_refused(cli, tmp_path, option):
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.format(problems=_problem("p", "tanh", spectral_norm=0.5)))
+    out = tmp_path / "r.csv"
+    result = cli.invoke(main, ["run", str(path), "--out", str(out), *option])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert f"{path}: {option[0]} applies to training suites" in message
+    assert "a solve suite takes --limit and --only" in message
+    assert not out.exists()  # nothing ran

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from deqbench import plugins
-from deqbench.cli import main
+from deqbench.cli import main, seeds_table, train_table
+from deqbench.noise import wilson_interval
 from deqbench.results import STEP_COLUMNS, TRACE_COLUMNS, TRAIN_COLUMNS, read_report
 from deqbench.testing.train_toys import TrainToys
 
@@ -80,6 +81,12 @@ def test_run_writes_the_training_report(toys, cli, tmp_path):
     assert mlp[["solver", "gradient", "f_nfe_mean", "eval_nfe_mean"]].isna().all()
     # eval on 1 batch of 8 samples: accuracies are multiples of 12.5 %
     assert ((frame["eval_top1"] / 12.5) % 1 == 0).all()
+    # ... each with its 95 % Wilson interval over those 8 images
+    assert (frame["eval_count"] == 8).all()
+    for _, row in frame.iterrows():
+        low, high = wilson_interval(row["eval_top1"] / 100 * 8, 8)
+        ci = (row["eval_top1_ci_low"], row["eval_top1_ci_high"])
+        assert ci == pytest.approx((100 * low, 100 * high))
     assert (frame["params"] > 0).all() and (frame["rss_peak_mb"] > 0).all()
     assert frame["peak_mem_mb"].isna().all()  # CPU: no CUDA peak
     assert (frame["epochs_done"] == 3 / 6).all()  # 48 samples / 8 per step = 6 steps an epoch
@@ -94,7 +101,8 @@ def test_run_writes_the_training_report(toys, cli, tmp_path):
     assert meta["kind"] == "train" and meta["runs"] == 3
     # no terminal: one plain line per run, then the final table
     assert result.output.count("run ") >= 3 and "run 3/3 tiny-mlp completed" in result.output
-    assert "top-1 %" in result.output
+    assert "top-1 %" in result.output and "95 % CI" in result.output
+    assert "over seeds" not in result.output  # no repeats: no seeds table
 
 
 def test_validate_and_bad_keys(toys, cli, tmp_path):
@@ -141,7 +149,135 @@ def test_live_display_on_a_terminal(toys, tmp_path):
     assert "tiny-cli" in text and "tiny-mlp" in text and "step ms" in text
 
 
+def _rows(*specs):
+    base = {"model": "tiny-deq", "solver": "anderson", "status": "completed", "seed": 0}
+    base |= {"options": "{}", "eval_count": 360}
+    rows = []
+    for spec in specs:
+        row = {**base, **spec}
+        if "hits" in row:  # top-1 and its Wilson interval from a count of 360
+            hits = row.pop("hits")
+            low, high = wilson_interval(hits, 360)
+            row |= {"eval_top1": 100 * hits / 360}
+            row |= {"eval_top1_ci_low": 100 * low, "eval_top1_ci_high": 100 * high}
+        rows.append(row)
+    return rows
+
+
+def _text(table) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=200).print(table)
+    return buffer.getvalue()
+
+
+def test_summary_shows_the_interval_and_marks_top1_within_noise_of_the_best():
+    rows = _rows(
+        {"gradient": "ift", "hits": 342},  # 95.0 %, [92.2, 96.8]
+        {"gradient": "jfb", "hits": 336},  # 93.3 %, [90.3, 95.5]: overlaps the best
+        {"gradient": "phantom", "hits": 306},  # 85.0 %, [80.9, 88.3]: clearly below
+        {"gradient": "unrolled", "status": "error"},
+    )
+    text = _text(train_table(rows))
+    assert "92.2–96.8" in text and "90.3–95.5" in text and "80.9–88.3" in text
+    lines = {g: next(ln for ln in text.splitlines() if f" {g} " in ln) for g in ("ift", "jfb")}
+    assert "│ 95 " in lines["ift"] and "│ 93.3 ≈ " in lines["jfb"]
+    assert "85 ≈" not in text and "≈ top-1 within noise of the best run's 95 %" in text
+    assert seeds_table(rows) is None  # one seed each
+
+
+def test_summary_with_repeats_shows_mean_sd_and_n_per_configuration():
+    rows = _rows(
+        {"gradient": "ift", "seed": 0, "eval_top1": 80.0, "step_ms_median": 10.0},
+        {"gradient": "ift", "seed": 1, "eval_top1": 81.0, "step_ms_median": 12.0},
+        {"gradient": "ift", "seed": 2, "eval_top1": 85.0, "step_ms_median": 14.0},
+        {"gradient": "jfb", "seed": 0, "eval_top1": 70.0, "step_ms_median": 8.0},
+        {"gradient": "jfb", "seed": 1, "status": "error"},
+        {"gradient": "jfb", "seed": 2, "eval_top1": 74.0, "step_ms_median": 9.0},
+    )
+    text = _text(seeds_table(rows))
+    assert "over seeds: mean ± SD of the completed runs" in text
+    ift = next(line for line in text.splitlines() if " ift " in line)
+    jfb = next(line for line in text.splitlines() if " jfb " in line)
+    # 80, 81, 85: mean 82, SD √7 = 2.65; step 10, 12, 14: 12 ± 2
+    assert "│ 3 " in ift and "│ 82 ± 2.6 " in ift and "│ 12 ± 2 " in ift
+    # 70 and 74 (one of 3 seeds failed): 72 ± √8 = 2.83; 82 ± 2.6 and 72 ± 2.8 over 2-3
+    # seeds: t intervals [75.4, 88.6] and [46.6, 97.4] overlap, so jfb is within noise
+    assert "│ 2/3 " in jfb and "│ 72 ± 2.8 ≈ " in jfb and "│ 8.5 ± 0.71 " in jfb
+    assert "≈ top-1 within noise of the best configuration's 82 %" in text
+    # the per-run table keeps one row per run and marks nothing: the seeds table judges
+    assert "≈" not in _text(train_table(rows))
+
+
+REPEATS = """
+[suite]
+name = "tiny-repeats"
+kind = "train"
+seed = 5
+device = "cpu"
+repeats = 2
+isolate = false
+
+[dataset]
+name = "blobs"
+image_size = 4
+batch_size = 8
+
+[model]
+name = "tiny-mlp"
+
+[recipe]
+optimizer = "sgd"
+lr = 0.05
+epochs = 1
+
+[matrix]
+"recipe.lr" = [0.05, 0.1]
+"""
+
+
+def test_run_with_repeats_prints_the_seeds_table_and_keeps_one_row_per_run(toys, cli, tmp_path):
+    path = tmp_path / "repeats.toml"
+    path.write_text(textwrap.dedent(REPEATS))
+    out = tmp_path / "r.csv"
+    args = ["run", str(path), "--out", str(out), "--max-steps", "2", "--max-eval-batches", "1"]
+    result = cli.invoke(main, [*args, "--set", "dataset.options.eval=16"])
+    assert result.exit_code == 0, result.output
+    frame = read_report(out)
+    assert frame["seed"].tolist() == [5, 6, 5, 6] and (frame["eval_count"] == 8).all()
+    assert "over seeds: mean ± SD of the completed runs" in result.output
+    seeds = result.output.split("over seeds")[1]
+    assert "lr=0.05" in seeds and "lr=0.1" in seeds and "│ 2 " in seeds
+
+
 def suite_device():
     import torch
 
     return torch.device("cpu")
+
+
+def test_a_diverged_training_run_is_a_failed_run(toys, cli, tmp_path):
+    # Its loss turned NaN: it trained no model, so the suite exits 1 as for an error row.
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent(SUITE).split("[[include]]")[0])  # tiny-deq only
+    out = tmp_path / "d.csv"
+    args = ["run", str(path), "--out", str(out), "--max-steps", "3", "--max-eval-batches", "1"]
+    sets = ["--set", "suite.isolate=false", "--set", "model.options.nan_at_step=1"]
+    result = cli.invoke(main, [*args, *sets])  # the ift and jfb runs
+    assert result.exit_code == 1, result.output
+    assert read_report(out)["status"].tolist() == ["diverged", "diverged"]
+    assert "2 run(s) failed" in result.stderr
+
+
+def test_limit_and_only_on_a_training_suite_are_refused_in_one_line(toys, cli, tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent(SUITE))
+    result = cli.invoke(main, ["run", str(path), "--limit", "3", "--only", "p"])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert f"{path}: --limit and --only apply to solve suites" in message
+    assert "a training suite takes --max-steps and --max-eval-batches" in message

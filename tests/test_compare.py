@@ -12,6 +12,7 @@ import pytest
 from deqbench.cli import main
 from deqbench.compare import compare, compare_pairs, compare_reports, compare_solvers
 from deqbench.errors import ConfigError
+from deqbench.noise import percent_interval
 from deqbench.results import TRAIN_COLUMNS
 
 
@@ -259,7 +260,8 @@ def test_training_reports_ratios_points_marks_and_one_sided_runs():
 def test_training_repeats_are_told_apart_by_seed_and_swept_options_by_options():
     a = _train([{"seed": 0, "eval_top1": 50.0}, {"seed": 1, "eval_top1": 60.0}])
     b = _train([{"seed": 1, "eval_top1": 61.0}, {"seed": 0, "eval_top1": 52.0}])
-    assert compare(a, b).table.set_index("seed")["eval_top1_diff"].to_dict() == {"0": 2.0, "1": 1.0}
+    each = compare(a, b, each_seed=True).table.set_index("seed")["eval_top1_diff"].to_dict()
+    assert each == {"0": 2.0, "1": 1.0}
     lr = [{"options": '{"recipe.lr": 0.01}'}, {"options": '{"recipe.lr": 0.001}'}]
     a = _train([{**lr[0], "eval_top1": 50.0}, {**lr[1], "eval_top1": 60.0}])
     b = _train([{**lr[1], "eval_top1": 58.0}, {**lr[0], "eval_top1": 50.0}])
@@ -269,6 +271,80 @@ def test_training_repeats_are_told_apart_by_seed_and_swept_options_by_options():
         '{"recipe.lr": 0.01}': 0.0,
         '{"recipe.lr": 0.001}': -2.0,
     }
+
+
+def _acc(top1, n=360):
+    """Top-1 in percent over ``n`` images, with its Wilson interval and the count."""
+    low, high = percent_interval(top1, n)
+    return {"eval_top1": top1, "eval_top1_ci_low": low, "eval_top1_ci_high": high, "eval_count": n}
+
+
+def test_a_top1_difference_within_the_wilson_intervals_is_noise_not_a_regression(cli, tmp_path):
+    a = _train([{"gradient": "ift", **_acc(95.0)}, {"gradient": "jfb", **_acc(95.0)}])
+    close = {"gradient": "ift", **_acc(100 * 336 / 360)}  # 93.33 % of 360
+    b = _train([close, {"gradient": "jfb", **_acc(85.0)}])
+    out = compare(a, b, names=("a.csv", "b.csv"))
+    t = out.table.set_index("gradient")
+    # ift: 95.00 → 93.33 is 1.67 points, beyond --drop 1, but the 95 % Wilson intervals of
+    # 342 and 336 of 360, [92.24, 96.81] and [90.27, 95.48], overlap: noise
+    assert t.loc["ift", "eval_top1_diff"] == pytest.approx(-5 / 3)
+    assert (t.loc["ift", "noise"], t.loc["ift", "worse"]) == ("eval_top1", "")
+    # jfb: 85 % of 360 is [80.94, 88.32], clear of [92.24, 96.81]: a regression
+    assert (t.loc["jfb", "noise"], t.loc["jfb", "worse"]) == ("", "eval_top1")
+    assert out.regressions == 1 and out.within_noise == 1
+    pa, pb = _write(tmp_path, "a.csv", a), _write(tmp_path, "b.csv", b)
+    md = cli.invoke(main, ["compare", pa, pb, "--format", "markdown", "--fail-on-regression"])
+    assert md.exit_code == 1 and "1 run(s) got worse" in md.stderr
+    assert "| -1.67 ≈ |" in md.stdout and "| -10.00 ✗ |" in md.stdout
+    assert "≈: within noise, never counted as worse" in md.stdout
+    assert "2 runs matched, 1 got worse, 1 within noise, 0 newly failed" in md.stdout
+    # The noise alone fails nothing.
+    pn = _write(tmp_path, "n.csv", _train([close]))
+    noise = cli.invoke(main, ["compare", pa, pn, "--fail-on-regression"])
+    assert noise.exit_code == 0, noise.output
+    assert (
+        "-1.67 ≈" in noise.stdout and "1 runs matched, 0 got worse, 1 within noise" in noise.stdout
+    )
+    # Reports without intervals (before eval_count) keep the plain --drop rule.
+    bare = compare(a.drop(columns=["eval_top1_ci_low"]), _train([close]))
+    assert bare.table["worse"].item() == "eval_top1" and bare.within_noise == 0
+
+
+def _seeds(gradient, *top1):
+    # 100 000 images: Wilson intervals of ±0.25 points, so only the seeds' spread is noise here
+    return [{"gradient": gradient, "seed": s, **_acc(v, 100_000)} for s, v in enumerate(top1)]
+
+
+def test_repeats_on_both_sides_compare_configurations_by_their_seed_means(cli, tmp_path):
+    a = _train(_seeds("ift", 80.0, 81.0, 82.0) + _seeds("jfb", 80.0, 81.0, 82.0))
+    b = _train(_seeds("ift", 78.0, 79.0, 80.0) + _seeds("jfb", 70.0, 71.0, 72.0))
+    out = compare(a, b, names=("a.csv", "b.csv"))
+    assert out.seeds and "seed" not in out.keys and len(out.table) == 2
+    t = out.table.set_index("gradient")
+    assert t["n_a"].tolist() == [3, 3] and t["eval_top1_sd_a"].tolist() == [1.0, 1.0]
+    # ift: means 81 and 79, SD 1 over 3 seeds: t intervals 81 ± 4.303 / √3 = [78.52, 83.48]
+    # and [76.52, 81.48] overlap: the 2-point drop is within the seeds' spread
+    assert t.loc["ift", "eval_top1_diff"] == -2.0
+    assert (t.loc["ift", "noise"], t.loc["ift", "worse"]) == ("eval_top1", "")
+    # jfb: 71, [68.52, 73.48], is clear of [78.52, 83.48]
+    assert (t.loc["jfb", "noise"], t.loc["jfb", "worse"]) == ("", "eval_top1")
+    text = cli.invoke(main, ["compare", _write(tmp_path, "a.csv", a), _write(tmp_path, "b.csv", b)])
+    assert "seeds n" in text.stdout and "-2.00 ≈" in text.stdout
+    assert "2 configurations matched (seed means), 1 got worse, 1 within noise" in text.stdout
+    # Seed by seed, each 2-point drop is beyond both Wilson intervals: all six got worse.
+    each = compare(a, b, each_seed=True)
+    assert len(each.table) == 6 and each.regressions == 6 and each.within_noise == 0
+    # Repeats on one side only: matched seed by seed, and said so.
+    one = compare(a, _train(_seeds("ift", 79.0)), names=("a.csv", "b.csv"))
+    assert not one.seeds and len(one.table) == 1
+    assert "only a.csv repeats runs with several seeds: matched seed by seed" in one.notes
+    # Solver pairs within one report with repeats compare seed means too.
+    report = _train(_seeds("ift", 80.0, 81.0, 82.0))
+    broyden = [{**r, "solver": "broyden"} for r in _seeds("ift", 78.0, 79.0, 80.0)]
+    report = pd.concat([report, _train(broyden)], ignore_index=True)
+    pairs = compare_pairs(report, [("anderson", "broyden")])
+    assert pairs.seeds and pairs.table["eval_top1_diff"].item() == -2.0
+    assert pairs.table["noise"].item() == "eval_top1"
 
 
 def _write(tmp_path, name, frame, **meta):

@@ -136,3 +136,19 @@ def test_bad_crop_size(tmp_path):
     make_cityscapes(tmp_path, n=1)
     with pytest.raises(ConfigError, match=r"crop_size must be \[height, width\]"):
         cityscapes(root=tmp_path, crop_size=[1, 2, 3])
+
+
+def test_a_mask_of_another_size_than_its_image_is_named(tmp_path):
+    from PIL import Image
+
+    # The training transforms failed naming no file; evaluation went on with a wrong mask.
+    pairs = make_cityscapes(tmp_path, n=2, size=(32, 64), splits=("val", "train"))
+    source = cityscapes(root=tmp_path)
+    for (image, mask), split in ((pairs[1], "val"), (pairs[3], "train")):
+        Image.open(mask).resize((32, 16), Image.NEAREST).save(mask)  # another pair's mask
+        data = source.dataset(split)
+        data[0]
+        with pytest.raises(DatasetError) as err:
+            data[1]
+        message = str(err.value)
+        assert f"mask {mask} is 32×16 (W×H) but its image {image} is 64×32 (W×H)" in message

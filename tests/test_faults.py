@@ -24,6 +24,7 @@ from deqbench.checkpoint import checkpoint_path, load_checkpoint
 from deqbench.cli import main
 from deqbench.hookspecs import hookimpl
 from deqbench.results import read_report
+from deqbench.solvers import Solver
 from deqbench.testing.train_toys import TrainToys, tiny_mlp
 
 LINUX = sys.platform.startswith("linux")
@@ -352,10 +353,23 @@ class SegfaultingSolver:
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
+class PastBudgetSolver(Solver):
+    """A solver plugin with a bug in its Python: it observes once past its budget. The compiled
+    bookkeeping does not check bounds, so this once ended the whole suite with SIGABRT."""
+
+    def solve(self, f, z0, monitor):
+        z = z0
+        while monitor.nfe <= monitor.budget:  # off by one, and deaf to what observe says
+            fz = f(z)
+            monitor.observe(z, fz)
+            z = monitor.hold_diverged(fz, z)
+
+
 class SegfaultPlugin:
     @hookimpl
     def register_solvers(self, register):
         register("segfaults", SegfaultingSolver)
+        register("past-budget", PastBudgetSolver)
 
 
 SOLVE = """
@@ -394,3 +408,35 @@ def test_an_isolated_solve_suite_survives_a_segfaulting_solver(cli, tmp_path):
     assert frame["status"].tolist() == ["converged", "crashed", "converged"]
     assert "SIGSEGV" in frame["error"][1]
     assert frame["nfe"][2] > 0  # the run after the crash measured normally
+
+
+@pytest.mark.skipif(not LINUX, reason="SIGSEGV semantics")
+@pytest.mark.parametrize("in_process", [False, True], ids=["default", "in-process"])
+def test_a_solver_that_misuses_its_monitor_is_an_error_row(cli, tmp_path, in_process):
+    # Solve suites isolate their runs by default: the segfault is a crashed row, and the suite
+    # goes on. The misuse is a clear error either way (in-process, without the segfault).
+    solvers = ["fixed-point", "past-budget", "anderson"]
+    if not in_process:
+        solvers.insert(1, "segfaults")
+    text = SOLVE.replace("isolate = true\n", "isolate = false\n" if in_process else "")
+    listed = "[" + ", ".join(f'"{name}"' for name in solvers) + "]"
+    text = text.replace('["fixed-point", "segfaults", "anderson"]', listed)
+    plugins.reset_registry(("segfault", SegfaultPlugin()))
+    try:
+        path = tmp_path / "s.toml"
+        path.write_text(text)
+        out = tmp_path / "r.csv"
+        result = cli.invoke(main, ["run", str(path), "--out", str(out)])
+    finally:
+        plugins.reset_registry()
+    assert result.exit_code == 1, result.output
+    frame = read_report(out).set_index("solver")
+    expected = {"fixed-point": "converged", "past-budget": "error", "anderson": "converged"}
+    if not in_process:
+        expected["segfaults"] = "crashed"
+        assert "SIGSEGV" in frame.loc["segfaults", "error"]
+    assert frame["status"].to_dict() == expected
+    assert frame.loc["past-budget", "error"] == (
+        "MonitorMisuse: observe: evaluation 21 is outside the budget of 20 evaluations "
+        "(rule 1: return as soon as observe returns True)"
+    )

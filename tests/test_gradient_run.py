@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from deqbench import gradient_run, worker
 from deqbench.cli import main
 from deqbench.results import read_report
+from deqbench.runner import solve_in_worker
+from deqbench.suite import load_suite
 
 SUITE = """
 [suite]
@@ -32,11 +37,12 @@ tol = [1e-10]
 """
 
 
-def _run(cli, tmp_path, iters: int):
+def _run(cli, tmp_path, iters: int, *options: str):
+    tmp_path.mkdir(exist_ok=True)
     path = tmp_path / f"s{iters}.toml"
     path.write_text(SUITE.replace("{iters}", str(iters)))
     out = tmp_path / f"r{iters}.csv"
-    result = cli.invoke(main, ["run", str(path), "--out", str(out)])
+    result = cli.invoke(main, ["run", str(path), "--out", str(out), *options])
     assert result.exit_code == 0, result.output
     return read_report(out)
 
@@ -69,3 +75,39 @@ def test_saved_bytes_flat_for_ift_and_growing_for_unrolled(cli, tmp_path):
     growth = saved["unrolled"]
     # Linear in depth: every layer saves the same, so 15 more layers add 1.5× what 10 add.
     assert abs((growth[30] - growth[15]) / (growth[15] - growth[5]) - 1.5) < 1e-9
+
+
+def test_isolated_runs_share_one_exact_gradient_per_problem(cli, tmp_path, monkeypatch):
+    # Each run has a worker of its own (the default); the problem's first gradient run solves
+    # the exact gradient, and the suite hands it to the later runs' workers.
+    real, calls = worker.run_isolated, []
+
+    def spy(target, args=(), **options):
+        outcome = real(target, args, **options)
+        if target is solve_in_worker:
+            calls.append((sorted(args[3]), sorted(outcome.value[2])))
+        return outcome
+
+    monkeypatch.setattr(worker, "run_isolated", spy)
+    isolated = _run(cli, tmp_path, 60)
+    assert calls == [([], ["tanh"])] + [(["tanh"], [])] * 3  # (handed in, computed)
+    monkeypatch.setattr(worker, "run_isolated", real)
+    in_process = _run(cli, tmp_path / "in", 60, "--set", "suite.isolate=false")
+    columns = ["grad_cosine", "grad_rel_error", "b_nfe", "nfe"]  # last bits differ by process
+    pd.testing.assert_frame_equal(isolated[columns], in_process[columns], rtol=1e-9)
+
+
+def test_a_worker_handed_the_exact_gradient_does_not_solve_it_again(tmp_path, monkeypatch):
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.replace("{iters}", "60"))
+    suite = load_suite(path)
+    first, second = suite.runs[0], suite.runs[2]  # ift, then jfb, on the same problem
+    _, _, new = solve_in_worker(None, suite, first, "cpu")
+    assert set(new) == {"tanh"}
+
+    def solve_again(*args, **kwargs):
+        raise AssertionError("the exact gradient was solved again")
+
+    monkeypatch.setattr(gradient_run, "reference_gradient", solve_again)
+    metrics, _, again = solve_in_worker(None, suite, second, "cpu", new)
+    assert again == {} and metrics["grad_cosine"] < 0.9999

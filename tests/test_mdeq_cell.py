@@ -32,9 +32,9 @@ def test_init_state_is_zero_at_halving_resolutions():
     assert [t.shape for t in out] == [t.shape for t in z]
 
 
-def test_weight_norm_init_is_n_0_001_and_starts_at_v():
-    torch.manual_seed(0)
-    conv = WNConv2d(64, 128, 3)
+def test_weight_norm_intended_init_is_n_0_001_and_starts_at_v():
+    torch.manual_seed(0)  # the default is the reference's effective init: tests/test_mdeq_init
+    conv = WNConv2d(64, 128, 3, init="intended")
     assert conv.weight_v.std().item() == pytest.approx(0.01, rel=0.05)
     conv.compute()
     torch.testing.assert_close(conv._weight, conv.weight_v.detach())

@@ -33,6 +33,9 @@ def test_topk_on_a_crafted_batch():
     meter.update(logits, target)
     out = meter.result()
     assert out["eval_top1"] == pytest.approx(25.0) and out["eval_top5"] == pytest.approx(75.0)
+    # 95 % Wilson intervals of 1 of 4 and 3 of 4 (mirror images of each other), over 4 samples
+    ci = [round(out[f"eval_top{k}_ci_{end}"], 2) for k in (1, 5) for end in ("low", "high")]
+    assert ci == [4.56, 69.94, 30.06, 95.44] and out["eval_count"] == 4
     assert out["eval_loss"] == pytest.approx(
         float(torch.nn.functional.cross_entropy(logits, target))
     )
@@ -75,6 +78,8 @@ def test_segmentation_loss_upsamples_to_the_label_and_ignores_255():
     # every labelled pixel is predicted 1: class 1 IoU 3/4, class 0 IoU 0
     assert out["eval_pixel_acc"] == pytest.approx(75.0)
     assert out["eval_miou"] == pytest.approx(37.5)
+    # one image evaluated; pixel accuracy and mIoU get no binomial interval
+    assert out["eval_count"] == 1 and not any(k.endswith("_ci_low") for k in out)
 
 
 def test_label_smoothing_reaches_the_loss():

@@ -153,3 +153,26 @@ def test_list_plugins_shows_what_each_registered(cli, fresh_registry):
     rows = {r["plugin"]: r for r in json.loads(result.output)}
     assert rows["mine"]["registered"] == {"solvers": 1} and rows["mine"]["error"] == ""
     assert rows["problems"]["registered"]["cells"] >= 1
+
+
+def test_a_torchdeq_name_without_torchdeq_names_the_extra_to_install(
+    monkeypatch, fresh_registry, cli
+):
+    from pathlib import Path
+
+    from deqbench_plugins import torchdeq_adapter
+
+    monkeypatch.setattr(torchdeq_adapter, "_installed", lambda: False)  # as without [compare]
+    plugins.reset_registry()
+    assert "torchdeq-fixed-point" not in plugins.get_registry().names("solvers")
+    suite = Path(__file__).resolve().parents[1] / "suites" / "solvers.toml"
+    result = cli.invoke(main, ["validate", str(suite)])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert "matrix.solver[3]: solver 'torchdeq-fixed-point' is not available" in message
+    assert "install the [compare] extra: pip install 'deqbench[compare]'" in message
+    assert "did you mean" not in message
+    # a name no plugin knows still gets its "did you mean"
+    with pytest.raises(UnknownNameError, match="did you mean 'anderson'"):
+        plugins.get_registry().get("solvers", "andersen")

@@ -86,3 +86,14 @@ def test_the_cuda_device_name_is_asked_without_a_cuda_context_here():
         assert name  # the worker's answer
     else:
         assert name == ""  # no driver: the worker's error leaves the name empty
+
+
+def test_the_report_has_its_header_from_the_suite_start(tmp_path):
+    # a suite killed during its first run (a day-long ImageNet run) leaves a report to resume
+    for kind, columns in (("solve", COLUMNS), ("train", TRAIN_COLUMNS)):
+        writer = ReportWriter(tmp_path / f"{kind}.csv", kind=kind)
+        writer.write_meta({"torch": "x"})
+        assert writer.path.read_text() == ",".join(columns) + "\n"
+        writer.write_meta({"torch": "y"})  # written again (a resume): still one header
+        writer.append({"run": 0, "status": "error"})
+        assert read_report(writer.path)["run"].tolist() == [0]

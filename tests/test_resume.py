@@ -312,3 +312,15 @@ def test_attempt_blocks_that_do_not_line_up_are_all_kept(tmp_path):
     assert writer.traces.read_text() == traces  # one block, two rows: nothing guessed away
     lines = writer.path.read_text().splitlines()
     assert len(lines) == 2 and lines[1].startswith("0,") and ",converged," in lines[1]
+
+
+def test_a_report_killed_before_its_header_resumes_from_its_meta(tmp_path):
+    suite = _solve_suite()
+    writer = ReportWriter(tmp_path / "s.csv")
+    _write_meta(writer, suite, {})
+    writer.path.unlink()  # killed between the meta.json and the report's header
+    plan = plan_resume(writer.path, suite, {})
+    assert plan.finished == frozenset() and plan.redo == frozenset()
+    writer.meta.unlink()  # neither: nothing to resume
+    with pytest.raises(ConfigError, match="no such report"):
+        plan_resume(writer.path, suite, {})

@@ -210,7 +210,7 @@ def test_ctrl_c_then_resume_replaces_the_interrupted_row(
     steps_run: list[int] = []
 
     def count(self, x):
-        if self.training:
+        if self.training and not self.deq.overriding:  # a step, not a gradient check's forward
             steps_run.append(len(self.modes))
         return forward(self, x)
 
@@ -295,3 +295,34 @@ def test_resume_with_another_out_is_refused(cli, toys, suite_file, reference, tm
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "--out" in lines[0] and "--resume" in lines[0], result.output
     assert not other.exists()
+
+
+class _Killed(BaseException):
+    """A SIGKILL, in-process: no handler of the runner's catches it, so no row is written."""
+
+
+def test_a_suite_killed_before_its_first_row_resumes(
+    toys, cli, suite_file, reference, tmp_path, monkeypatch
+):
+    # README's "killed on day 2" when the first run is the long one: only the meta.json and
+    # run 0's checkpoint are on disk, and --resume must continue from them.
+    from deqbench import checkpoint
+
+    save = checkpoint.save_checkpoint
+
+    def save_then_die(path, payload):
+        save(path, payload)
+        if payload["run"] == 0 and payload["state"]["step"] == 4:
+            raise _Killed
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    out = tmp_path / "k.csv"
+    with pytest.raises(_Killed):
+        cli.invoke(main, ["run", str(suite_file), "--out", str(out), *IN_PROCESS])
+    assert checkpoint_path(out, 0).exists() and read_report(out).empty
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    again = cli.invoke(main, ["run", str(suite_file), "--resume", str(out), *IN_PROCESS])
+    assert again.exit_code == 0, again.output
+    got = _assert_same_figures(out, reference)
+    assert got["resumed_from_step"].tolist()[0] == 4 and pd.isna(got["resumed_from_step"][1])

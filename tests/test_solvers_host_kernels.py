@@ -4,7 +4,11 @@ same way by either loop, so the two must agree bit for bit."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -182,6 +186,46 @@ def test_kernels_use_as_many_threads_as_torch():
     finally:
         torch.set_num_threads(before)
         host_kernels.use_torch_threads()
+
+
+# A fresh process, since numba's threading layer starts once per process: the first solve on a
+# state big enough for the threaded loops starts it, or a bare kernel call on one
+# (`numba.threading_layer()` raises if nothing started it).
+_FIRST_SOLVE = textwrap.dedent("""
+    import json, sys
+    import torch
+    torch.set_num_threads(int(sys.argv[1]))
+    import numba
+    from deqbench.solvers import Anderson, host_kernels
+
+    seen = [torch.get_num_threads()]
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(256, 256, generator=gen) / 32
+    z0 = torch.zeros(host_kernels.GRAIN // 256, 256)  # takes the threaded loops
+    if sys.argv[2] == "solve":
+        Anderson()(lambda z: torch.tanh(z @ w + 1), z0, max_iter=10, tol=1e-6)
+    else:
+        host_kernels.residual_norms(z0.numpy(), z0.numpy() + 1, z0.new_empty(2, 128).numpy())
+    seen.append(torch.get_num_threads())
+    print(json.dumps({"torch": seen, "numba": numba.get_num_threads(),
+                      "most": numba.config.NUMBA_NUM_THREADS, "layer": numba.threading_layer()}))
+""")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("first", ["solve", "kernel"])
+def test_starting_the_threads_leaves_torchs_thread_count_alone(threads, first):
+    # numba's OpenMP layer sets the libgomp it shares with torch to every core as it starts.
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_SOLVE, str(threads), first],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["torch"] == [threads, threads], seen
+    assert seen["numba"] == min(threads, seen["most"]), seen  # the kernels still split
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import pytest
 import torch
 
-from deqbench.solvers import BUILTIN, Monitor
+from deqbench.solvers import BUILTIN, Monitor, MonitorMisuse
 from deqbench.solvers import base as solver_base
 from deqbench.testing.solvers import cell_problem
 
@@ -215,3 +216,118 @@ def test_iterates_written_into_reused_buffers_keep_their_best_rows(host):
     result = mon.result()
     assert result.best_step.tolist() == [1, 2]
     assert result.z[:, 0].tolist() == [1.0, 2.0]
+
+
+# -- misuse: one clear error naming the rule, before anything reaches a compiled loop --------
+
+
+def _small(host, budget=3, divergence=1e4):
+    z0 = torch.zeros(2, 4, dtype=DT)
+    return z0, Monitor(z0, budget, 1e-9, "abs", divergence, host=host)
+
+
+@HOST
+def test_observing_past_the_budget_is_a_misuse(host):
+    # The host traces hold `budget` rows: one more observe wrote past them ("free(): invalid
+    # next size", the process gone).
+    z0, mon = _small(host, budget=2)
+    fz = z0 + 1
+    assert not mon.observe(z0, fz)
+    assert mon.observe(z0, fz)  # the budget is spent: the solver must return now
+    rule = r"evaluation 3 is outside the budget of 2 evaluations \(rule 1: return as soon"
+    with pytest.raises(MonitorMisuse, match=rule):
+        mon.observe(z0, fz)
+    with pytest.raises(MonitorMisuse, match=rule):
+        mon.observe_norms(z0)
+    mon.budget = 10  # a public field; raising it does not lengthen the traces
+    with pytest.raises(MonitorMisuse, match="budget of 2"):
+        mon.observe(z0, fz, fz - z0)
+    assert mon.result().nfe == 2 and mon.result().abs_trace.shape == (2, 2)
+
+
+UNLIKE = {
+    "batch": lambda: torch.zeros(3, 4, dtype=DT),
+    "dim": lambda: torch.zeros(2, 5, dtype=DT),
+    "flat": lambda: torch.zeros(8, dtype=DT),
+    "dtype": lambda: torch.zeros(2, 4, dtype=torch.float32),
+    "device": lambda: torch.zeros(2, 4, dtype=DT, device="meta"),
+    "not-a-tensor": lambda: torch.zeros(2, 4, dtype=DT).numpy(),
+}
+
+
+@HOST
+@pytest.mark.parametrize("unlike", UNLIKE.values(), ids=UNLIKE)
+@pytest.mark.parametrize("arg", ["z", "fz", "g", "observe_norms"])
+def test_an_argument_unlike_z0_is_a_misuse(host, unlike, arg):
+    z0, mon = _small(host)
+    args = {"z": z0.clone(), "fz": z0 + 1, "g": torch.ones_like(z0)}
+    name = {"fz": "f(z)", "observe_norms": "z"}.get(arg, arg)
+    rule = re.escape(f"{name} must have z0's shape, dtype and device, (2, 4) torch.float64 on cpu")
+    with pytest.raises(MonitorMisuse, match=rule + r".*\(rule 1: observe each evaluation"):
+        if arg == "observe_norms":
+            mon.observe_norms(unlike())
+        else:
+            mon.observe(**{**args, arg: unlike()})
+    assert mon.nfe == 0  # nothing was recorded: the monitor is as it was
+    assert not mon.observe(**args)
+
+
+@HOST
+def test_observe_norms_without_the_norms_is_a_misuse(host):
+    z0, mon = _small(host)
+    with pytest.raises(MonitorMisuse, match=r"monitor\.norms holds no norms for this evaluation"):
+        mon.observe_norms(z0)  # the buffer starts at −1: never written
+    assert mon.nfe == 0
+    mon.norms.copy_(torch.tensor([[3.0, 4.0], [6.0, 8.0]]))
+    assert not mon.observe_norms(z0)
+    assert mon.result().rel_trace[0].tolist() == [0.5, 0.5]
+    if host:  # the compiled loop checks every evaluation; a device only the first
+        mon.norms[0, 1] = -1.0
+        with pytest.raises(MonitorMisuse, match="negative"):
+            mon.observe_norms(z0)
+        assert mon.nfe == 1 and mon.result().abs_trace.shape == (1, 2)
+
+
+@HOST
+def test_result_before_any_observation_is_a_misuse(host):
+    _, mon = _small(host)
+    with pytest.raises(MonitorMisuse, match="result: no evaluation was observed"):
+        mon.result()
+
+
+@HOST
+def test_hold_diverged_takes_steps_like_z0(host):
+    z0, mon = _small(host, divergence=10.0)
+    mon.observe(z0, z0 + 1)
+    mon.observe(z0, torch.tensor([[1.0] * 4, [1e3] * 4], dtype=DT))  # sample 1 diverges
+    assert mon.result().sample_status.tolist() == [1, 2]
+    rule = r".*\(rule 2: hold diverged samples"
+    with pytest.raises(MonitorMisuse, match=r"hold_diverged: new must .*got a \(1, 4\)" + rule):
+        mon.hold_diverged(torch.zeros(1, 4, dtype=DT), z0)
+    with pytest.raises(MonitorMisuse, match=r"hold_diverged: old must .*got .*float32" + rule):
+        mon.hold_diverged(torch.zeros(2, 4, dtype=DT), z0.float())
+    held = mon.hold_diverged(torch.full((2, 4), 5.0, dtype=DT), z0)
+    assert held[:, 0].tolist() == [5.0, 0.0]
+
+
+@HOST
+def test_strided_arguments_are_read_through_their_strides(host):
+    # Not a misuse: the compiled loops index through strides, so views of other layouts (a
+    # map's transposed product, a slot of a history) give the contiguous answer.
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.zeros(3, 4, dtype=DT)
+    steps = [torch.randn(4, 3, generator=gen, dtype=DT).T for _ in range(3)]  # (3, 4), strided
+    images = [torch.randn(3, 8, generator=gen, dtype=DT)[:, ::2] for _ in range(3)]
+    results = []
+    for layout in (lambda t: t, torch.Tensor.contiguous):
+        mon = Monitor(z0, 3, 1e-12, "rel", 1e4, host=host)
+        for i, (z, fz) in enumerate(zip(steps, images, strict=True)):
+            g = layout(fz) - layout(z) if i == 1 else None
+            mon.observe(layout(z), layout(fz), g)
+        results.append(mon.result())
+    strided, contiguous = results
+    assert not steps[0].is_contiguous() and not images[0].is_contiguous()
+    torch.testing.assert_close(strided.abs_trace, contiguous.abs_trace, rtol=1e-12, atol=0)
+    torch.testing.assert_close(strided.rel_trace, contiguous.rel_trace, rtol=1e-12, atol=0)
+    torch.testing.assert_close(strided.z, contiguous.z, rtol=0, atol=0)
+    assert strided.best_step.tolist() == contiguous.best_step.tolist()

@@ -118,7 +118,7 @@ def test_nan_and_errors_leave_rows_and_the_suite_goes_on(toys, tmp_path):
     assert pd_isna(nan["eval_top1"])  # a diverged run is not evaluated
     assert "RuntimeError: tiny-deq fails at step 1" in err["error"]
     assert ok["eval_top1"] >= 0 and pd_isna(ok["solver"]) and pd_isna(ok["f_nfe_mean"])
-    assert outcome.failed == 1  # the error; a diverged run is a result, not a harness failure
+    assert outcome.failed == 2  # the error and the diverged run, which trained no model
     steps = read_report(out.with_name("r.steps.csv"))
     assert list(steps.columns) == list(STEP_COLUMNS)
     assert steps.groupby("run").size().to_dict() == {0: 4, 1: 3, 3: 4}

@@ -181,3 +181,77 @@ def test_shipped_digits_suite_runs_as_a_smoke_run(tmp_path):
     assert frame["status"].tolist() == ["completed"] * 3, frame["error"].tolist()
     assert (frame["steps_done"] == 2).all() and frame["eval_top1"].between(0, 100).all()
     assert frame["f_nfe_mean"].notna().tolist() == [True, False, False]
+
+
+TASKS = """
+[suite]
+name = "tasks"
+kind = "train"
+
+[dataset]
+name = "{dataset}"
+options = {{ {options} }}
+
+[model]
+name = "{model}"
+head = "{head}"
+
+[recipe]
+steps = 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("dataset", "options", "model", "head", "refusal"),
+    [
+        (
+            "digits", "", "mdeq-cpu-small", "segmentation",
+            "model.head: head 'segmentation' is for segmentation, but dataset 'digits' is a "
+            "classification dataset; expected a classification head "
+            '(model.head = "classification")',
+        ),
+        (
+            "cityscapes", "", "mdeq-imagenet-small", "",
+            "model.name: model 'mdeq-imagenet-small' is for classification, but dataset "
+            "'cityscapes' is a segmentation dataset; expected a segmentation model",
+        ),
+        ("cityscapes", "", "resnet18", "", "model 'resnet18' is for classification"),
+        (
+            "synthetic", 'task = "segmentation"', "explicit-mdeq", "",
+            "model 'explicit-mdeq' is for classification, but dataset 'synthetic' is a "
+            "segmentation dataset",
+        ),
+        ("cifar10", "", "explicit-mdeq", "", None),
+        ("cityscapes", "", "mdeq-cityscapes-small", "", None),
+        ("cityscapes", "", "explicit-mdeq", "segmentation", None),
+        ("synthetic", 'task = "segmentation"', "mdeq-cpu-small", "segmentation", None),
+    ],
+    ids=[
+        "seg-head-on-digits", "imagenet-model-on-cityscapes", "resnet-on-cityscapes",
+        "explicit-mdeq-on-seg-synthetic", "ok-explicit-on-cifar", "ok-cityscapes-model",
+        "ok-seg-head-on-cityscapes", "ok-seg-head-on-seg-synthetic",
+    ],
+)  # fmt: skip
+def test_a_model_for_another_task_than_the_dataset_is_refused_at_validation(
+    fresh_registry, cli, tmp_path, dataset, options, model, head, refusal
+):
+    # Both tasks are declared (no data is read: the data roots need not exist here).
+    from deqbench.cli import main
+
+    path = write(tmp_path, TASKS.format(dataset=dataset, options=options, model=model, head=head))
+    result = cli.invoke(main, ["validate", str(path)])
+    if refusal is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert message.startswith(f"error: {path}: ") and refusal in message, message
+
+
+def test_an_unparsed_sweep_is_told_the_type_of_the_dotted_key(toys, tmp_path):
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path, ['matrix."deq.f_max_iter"=[1'])
+    expected = """matrix."deq.f_max_iter" takes an array of integers ≥ 1, e.g. --set """
+    assert expected in str(err.value)

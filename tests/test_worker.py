@@ -69,6 +69,27 @@ def reports_context(emit):
     return torch.get_num_threads(), os.getcwd(), os.environ.get("DEQBENCH_WORKER_TEST")
 
 
+def solves_a_big_state(emit):
+    """What a solve run finds in its worker: which kernels were loaded before it ran anything,
+    whether numba's thread pool had started, and an Anderson solve on a state big enough for
+    the threaded loops (how many threaded calls it made)."""
+    from numba.np.ufunc import parallel
+
+    from deqbench.solvers import Anderson, host_kernels
+
+    names = ("observe", "copy_rows", "anderson_weights", "broyden_secant")
+    loaded = {name: len(getattr(host_kernels, name).overloads) for name in names}
+    loaded["anderson_record"] = len(host_kernels.anderson_record.serial.overloads)
+    started = parallel._is_initialized
+    calls = []
+    kernel = host_kernels.anderson_record
+    threaded = kernel.threaded
+    kernel.threaded = lambda *args: (calls.append(1), threaded(*args))
+    z0 = torch.zeros(host_kernels.GRAIN // 256, 256)
+    result = Anderson()(lambda z: torch.tanh(0.5 * z + 1), z0, max_iter=20, tol=1e-6)
+    return loaded, started, len(calls), result.status.value
+
+
 def _raise_alarm(signum, frame):
     raise RuntimeError("a Python signal handler ran")
 
@@ -330,3 +351,17 @@ def test_tiny_deq_delay_and_unchanged_defaults():
     assert torch.isfinite(plain(x)).all() and plain.modes == ["equilibrium"]
     plain.eval()(x)  # evaluation forwards neither sleep nor count
     assert plain.modes == ["equilibrium"]
+
+
+@pytest.mark.skipif(not LINUX, reason="forkserver")
+def test_workers_start_with_the_solver_kernels_loaded_and_may_thread():
+    # The forkserver loads the kernels (deqbench.solvers.warmup) without starting numba's
+    # thread pool, so its children start with them and may still split big states over
+    # threads, as the suite's own process does (GNU OpenMP could not start threads in a child
+    # of a process that had).
+    outcome = run_isolated(solves_a_big_state, threads=2, timeout_s=120)
+    assert outcome.status == "ok", outcome.error
+    loaded, started, threaded_calls, status = outcome.value
+    assert all(loaded.values()), loaded
+    assert not started
+    assert status == "converged" and threaded_calls > 0

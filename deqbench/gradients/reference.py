@@ -25,6 +25,21 @@ from deqbench.stats import DEQStats
 
 LossFn = Callable[[State], Tensor]
 
+#: A tight solve and an exact implicit gradient (float32): `reference_gradient`'s settings, in
+#: `deqbench.deq.DEQ`'s names. Training runs check their gradients against these too.
+EXACT_SETTINGS: dict[str, Any] = {
+    "solver": "anderson",
+    "f_max_iter": 200,
+    "f_tol": 1e-6,
+    "gradient": "ift",
+    "b_solver": "gmres",
+    "b_max_iter": 200,
+    "b_tol": 1e-7,
+    "stop_mode": "rel",
+    "b_stop_mode": "rel",
+}
+_X = EXACT_SETTINGS
+
 
 @dataclass(frozen=True, eq=False)
 class CellGradient:
@@ -72,13 +87,13 @@ def reference_gradient(
     x: Tensor,
     loss_fn: LossFn,
     *,
-    solver: str | Solver = "anderson",
-    f_max_iter: int = 200,
-    f_tol: float = 1e-6,
-    b_solver: str | Solver = "gmres",
-    b_max_iter: int = 200,
-    b_tol: float = 1e-7,
-    stop_mode: str = "rel",
+    solver: str | Solver = _X["solver"],
+    f_max_iter: int = _X["f_max_iter"],
+    f_tol: float = _X["f_tol"],
+    b_solver: str | Solver = _X["b_solver"],
+    b_max_iter: int = _X["b_max_iter"],
+    b_tol: float = _X["b_tol"],
+    stop_mode: str = _X["stop_mode"],
 ) -> CellGradient:
     """A tightly solved exact implicit gradient (defaults suit float32; use float64 to go
     tighter). Check ``stats`` before trusting it: both solves should report converged.
@@ -119,6 +134,11 @@ def gradient_agreement(
         raise ValueError("no gradients to compare")
     est_v = torch.cat([p[0].cpu() for p in pairs])
     ref_v = torch.cat([p[1].cpu() for p in pairs])
+    return vector_agreement(est_v, ref_v)
+
+
+def vector_agreement(est_v: Tensor, ref_v: Tensor) -> GradientAgreement:
+    """`gradient_agreement` of two flat vectors (NaN where a norm is zero)."""
     ref_norm, est_norm = float(ref_v.norm()), float(est_v.norm())
     denom = ref_norm * est_norm
     cosine = float(est_v @ ref_v) / denom if denom > 0 else math.nan

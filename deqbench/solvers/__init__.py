@@ -6,6 +6,7 @@ from deqbench.solvers.base import Monitor, Solver, SolverResult, Status
 from deqbench.solvers.broyden import Broyden
 from deqbench.solvers.fixed_point import FixedPoint
 from deqbench.solvers.gmres import GMRES
+from deqbench.solvers.monitor import MonitorMisuse
 from deqbench.solvers.workspace import Workspace
 
 #: (name, class, description) of the solvers the core registers through its own hooks; the
@@ -19,6 +20,7 @@ __all__ = [
     "Broyden",
     "FixedPoint",
     "Monitor",
+    "MonitorMisuse",
     "Solver",
     "SolverResult",
     "Status",

@@ -8,8 +8,9 @@ call per step instead of dozens. On a GPU the same logic runs as device ops inst
 `deqbench.solvers.monitor` and the solvers); the tests check the two against each other.
 
 Compiled on first use and cached on disk (``cache=True``). Kernels that pass over the state
-split its rows over as many threads as torch uses (`RowKernel`), from numba's own thread pool
-beside torch's: a step's torch ops and its kernels take turns, so the two never run at once.
+split its rows over as many threads as torch uses (`RowKernel`), through numba's threading
+layer: on Linux its OpenMP layer, whose calls bind to the libgomp torch loaded, so the kernels
+run on the very threads torch's ops use (a step's torch ops and its kernels take turns).
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ CONVERGED, RUNNING, DIVERGED = 0, 1, 2  # sample status codes (`Status.from_code
 
 
 def views(*tensors: torch.Tensor) -> list[np.ndarray]:
-    """NumPy views of CPU tensors of one shape (no copy). The kernels do not check bounds, so
-    a map that returns the wrong shape must fail here."""
-    shape = tensors[0].shape
-    for t in tensors:
-        if t.shape != shape:
-            raise ValueError(f"f(z) must have the shape of z, {tuple(shape)}; got {tuple(t.shape)}")
+    """NumPy views of CPU tensors of one shape and dtype (no copy). The kernels do not check
+    bounds, so a map that returns the wrong shape must fail here (and one of another dtype
+    too: the kernels would quietly compile for it and mix precisions). Strides are fine: the
+    kernels index through them."""
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t.shape != first.shape or t.dtype != first.dtype:
+            raise ValueError(
+                f"f(z) must have the shape and dtype of z, {tuple(first.shape)} {first.dtype}; "
+                f"got {tuple(t.shape)} {t.dtype}"
+            )
     return [t.detach().numpy() if t.requires_grad else t.numpy() for t in tensors]
 
 
@@ -73,9 +79,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_serial_after_fork)
 
 
+_started = False  # whether numba's threading layer has started in this process
+
+
 def use_torch_threads() -> None:
-    """Run the threaded kernels on as many threads as torch's ops use (once per solve)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    """Run the threaded kernels on as many threads as torch's ops use (once per solve), and
+    start numba's threading layer, once per process, without changing torch's thread count.
+
+    numba's OpenMP layer calls ``omp_set_num_threads(NUMBA_NUM_THREADS)`` as it starts, and
+    its OpenMP calls bind to the libgomp torch loaded globally (torch's own copy: numba's
+    layer and torch's ops share one thread pool and its settings). So starting the layer set
+    the count torch's ops use to every core (1 → 2 on a 2-core machine) under a caller who had
+    chosen one. ``numba.set_num_threads`` starts the layer first thing, so it runs here, and
+    the caller's count is put back (in this thread, whose count the start set).
+    """
+    global _started
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    if not _started:
+        _started = True
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 class RowKernel:
@@ -92,7 +116,12 @@ class RowKernel:
     def __call__(self, *args: Any) -> None:
         first = args[0]  # (B, D)
         big = first.shape[0] * first.shape[1] >= GRAIN
-        (self.threaded if big and _threads else self.serial)(*args)
+        if big and _threads:
+            if not _started:  # a call outside a solve: start the layer as a solve does
+                use_torch_threads()
+            self.threaded(*args)
+        else:
+            self.serial(*args)
 
 
 @_row
@@ -385,7 +414,14 @@ def observe(
     stopped sample repeats its last residual), the best residual and step of samples that
     improved (flagged in ``better``; at step 0 none: the start is never the answer once a step
     exists), the divergence bound, and the status and step count of active samples.
+
+    Bounds are not checked: the caller guarantees ``0 <= k < traces.shape[1]`` and that every
+    array has the batch's length. A negative norm of an active sample (the monitor's "never
+    written" mark) returns ``(-1, 0, 0)`` with nothing written; NaN passes (a diverged sample).
     """
+    for i in range(norms.shape[1]):
+        if active[i] and (norms[0, i] < 0 or norms[1, i] < 0):
+            return -1, 0, 0
     improved = running = stopped = 0
     for i in range(norms.shape[1]):
         if not active[i]:

@@ -11,6 +11,10 @@ the whole package, and it has one implementation per kind of device:
   asynchronously a step or two earlier, so the GPU never stalls.
 
 Both give the same traces, best iterates and statuses (tests run the two on the same inputs).
+
+The compiled loops do not check bounds, so every call a solver makes is checked first, in O(1)
+Python (shapes, dtypes, devices, the budget): a solver that breaks one of the monitor's rules
+gets a `MonitorMisuse` naming the rule, never a corrupted heap.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deqbench.errors import DeqbenchError
 from deqbench.solvers import host_kernels
 from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, views
 from deqbench.solvers.result import _EPS, SolverResult
@@ -30,6 +35,23 @@ from deqbench.solvers.workspace import Scratch
 
 Fn = Callable[[Tensor], Tensor]
 STOP_MODES = ("abs", "rel")
+
+# The rules of docs/writing-a-solver-plugin.md that a misuse breaks, as its message names them.
+RULE_OBSERVE = "rule 1: observe each evaluation of f, at the point f was called at"
+RULE_RETURN = "rule 1: return as soon as observe returns True"
+RULE_HOLD = "rule 2: hold diverged samples with hold_diverged(step, z), both like z0"
+
+
+class MonitorMisuse(DeqbenchError, ValueError):
+    """A solver used its `Monitor` against the rules of the solver guide (an iterate unlike
+    ``z0``, an evaluation past the budget, norms never written, ...). Raised before anything
+    reaches a compiled kernel; the message names the rule."""
+
+
+def _describe(t: object) -> str:
+    if isinstance(t, Tensor):
+        return f"a {tuple(t.shape)} {t.dtype} tensor on {t.device}"
+    return f"a {type(t).__name__}"
 
 
 @dataclass(eq=False)
@@ -62,6 +84,16 @@ class Monitor:
 
     def __post_init__(self) -> None:
         z0 = self.z0
+        if not isinstance(z0, Tensor) or z0.dim() != 2:
+            raise ValueError(f"the monitor takes a flat (B, D) state, got {_describe(z0)}")
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if self.stop_mode not in STOP_MODES:
+            raise ValueError(f"stop_mode must be 'abs' or 'rel', got {self.stop_mode!r}")
+        # What every iterate must match, and the traces' length: `budget` is a public field a
+        # solver could change, `_cap` is what the compiled loop may index.
+        self._shape, self._dtype, self._device = z0.shape, z0.dtype, z0.device
+        self._dims, self._cap = tuple(z0.shape), self.budget
         on_cpu = z0.device.type == "cpu"
         if self.host is None:
             self.host = on_cpu
@@ -90,22 +122,30 @@ class Monitor:
 
         Pass ``g = fz − z`` when you have it; without it the monitor forms the residual norm
         itself (on the CPU in one pass over ``z`` and ``fz``, never storing ``fz − z``).
+        ``z``, ``fz`` and ``g`` must be tensors like ``z0`` (shape, dtype, device), else
+        `MonitorMisuse`.
         """
         if self._fused:
+            fz_np = self._view("f(z)", fz)
             if g is None:
-                host_kernels.residual_norms(*views(z, fz), self._norms_np)
+                host_kernels.residual_norms(self._view("z", z), fz_np, self._norms_np)
             else:
-                host_kernels.norms(*views(g, fz), self._norms_np)
-            return self.observe_norms(z)
+                self._check("observe", "z", z)
+                host_kernels.norms(self._view("g", g), fz_np, self._norms_np)
+            return self._record("observe", z)
+        self._check("observe", "z", z)
+        self._check("observe", "f(z)", fz)
         if g is None:
             g = fz - z
+        else:
+            self._check("observe", "g", g)
         if self._norm_out:
             torch.linalg.vector_norm(g, dim=1, out=self._norm_g)
             torch.linalg.vector_norm(fz, dim=1, out=self._norm_f)
         else:
             self._norm_g.copy_(torch.linalg.vector_norm(g, dim=1))
             self._norm_f.copy_(torch.linalg.vector_norm(fz, dim=1))
-        return self.observe_norms(z)
+        return self._record("observe", z)
 
     @property
     def norms(self) -> Tensor:
@@ -114,24 +154,76 @@ class Monitor:
 
     def observe_norms(self, z: Tensor) -> bool:
         """`observe` for a solver that wrote this evaluation's norms into `norms` itself (while
-        it made another pass over the state, say)."""
+        it made another pass over the state, say). A negative norm is a `MonitorMisuse`: the
+        buffer starts at −1, so a solver that never writes it fails at its first evaluation
+        (the CPU path checks every evaluation, a device the first only: no sync per step)."""
+        self._check("observe_norms", "z", z)
+        if not self.host and self.nfe == 0 and bool((self._norms < 0).any()):
+            raise self._unwritten()
+        return self._record("observe_norms", z)
+
+    def _record(self, method: str, z: Tensor) -> bool:
+        """Record evaluation `nfe` at ``z`` (checked) from the norms in `norms`."""
         k = self.nfe
-        self.nfe += 1
+        if not 0 <= k < self._cap:  # the traces' row k: past them is someone else's memory
+            raise MonitorMisuse(
+                f"{method}: evaluation {k + 1} is outside the budget of {self._cap} "
+                f"evaluations ({RULE_RETURN})"
+            )
+        self.nfe = k + 1
         if self.host:
             return self._observe_host(k, z)
         return self._observe_device(k, z)
+
+    def _check(self, method: str, name: str, t: Tensor) -> None:
+        """Raise `MonitorMisuse` unless ``t`` is a tensor of ``z0``'s shape, dtype and device."""
+        try:
+            ok = t.shape == self._shape and t.dtype == self._dtype and t.device == self._device
+        except (AttributeError, TypeError):  # not a tensor
+            ok = False
+        if not ok:
+            rule = RULE_HOLD if method == "hold_diverged" else RULE_OBSERVE
+            raise MonitorMisuse(
+                f"{method}: {name} must have z0's shape, dtype and device, {self._dims} "
+                f"{self._dtype} on {self._device}; got {_describe(t)} ({rule})"
+            )
+
+    def _view(self, name: str, t: Tensor) -> np.ndarray:
+        """``t`` (an argument of `observe`) as a NumPy view for a kernel, checked like `_check`
+        but on the view, which costs less than the tensor's attributes."""
+        try:
+            a = t.numpy()
+        except Exception:  # it requires grad (fine once detached), or it is unlike z0
+            self._check("observe", name, t)
+            a = t.detach().numpy()
+        if a.shape != self._dims or a.dtype != self._np_dtype:
+            self._check("observe", name, t)
+        return a
+
+    def _unwritten(self) -> MonitorMisuse:
+        return MonitorMisuse(
+            "observe_norms: monitor.norms holds no norms for this evaluation (a negative "
+            "value; the buffer starts at -1): write ‖f(z) − z‖ and ‖f(z)‖ into it first, or call "
+            f"observe(z, fz) ({RULE_OBSERVE})"
+        )
 
     def hold_diverged(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` (``(B, D)``), with the rows of diverged samples taken from ``old``.
 
         On the CPU it writes those rows into ``new`` and returns it (``new`` itself while no
         sample diverged): pass a step of its own (fresh, or a `next_iterate` buffer), not a
-        tensor you still need. On a device it is one ``torch.where``.
+        tensor you still need. On a device it is one ``torch.where``. Both must be like ``z0``
+        (`MonitorMisuse`; on the CPU, while no sample diverged, ``new`` is checked when it is
+        observed).
         """
         if not self.host:
+            self._check("hold_diverged", "new", new)
+            self._check("hold_diverged", "old", old)
             return torch.where(self.status[:, None] == DIVERGED, old, new)
         if self._diverged is None:
             return new
+        self._check("hold_diverged", "new", new)
+        self._check("hold_diverged", "old", old)
         return new.index_copy_(0, self._diverged, old.index_select(0, self._diverged))
 
     def next_iterate(self, z: Tensor) -> Tensor:
@@ -164,8 +256,12 @@ class Monitor:
             self._settle()
 
     def result(self) -> SolverResult:
-        """The solve's record (call once the solver is done)."""
-        n = max(self.nfe, 1)
+        """The solve's record (call once the solver is done, after at least one `observe`)."""
+        if self.nfe == 0:
+            raise MonitorMisuse(
+                f"result: no evaluation was observed; a solve makes at least one ({RULE_OBSERVE})"
+            )
+        n = self.nfe
         z = self._best_rows() if self.host else self._best
         return SolverResult(
             z=z.clone() if z is self.z0 else z,  # never hand the caller's own start back
@@ -186,7 +282,9 @@ class Monitor:
         # matters to solves of a few evaluations.
         batch, dtype = self.z0.shape[0], np.float64 if real == torch.float64 else np.float32
         self._tr = np.zeros((2, self.budget, batch), dtype=dtype)
-        self._norms_np = np.empty((2, batch), dtype=dtype)
+        # −1 until a solver writes norms: `observe_norms` refuses a negative norm.
+        self._norms_np = np.full((2, batch), -1, dtype=dtype)
+        self._np_dtype = np.dtype(dtype)  # what `_view` checks observed arrays against
         ints = np.zeros((2, batch), dtype=np.int64)
         self._best_step, self._nstep = ints
         self._status = np.full(batch, RUNNING, dtype=np.int8)
@@ -210,7 +308,8 @@ class Monitor:
         # Rows are copied by a kernel where it takes the dtype, else by torch.
         self._np_rows = host_kernels.handles(self.z0.dtype)
         self._diverged: Tensor | None = None  # row indices of diverged samples, if any
-        host_kernels.use_torch_threads()
+        if self.z0.numel() >= host_kernels.GRAIN:  # only such states take threaded loops; a
+            host_kernels.use_torch_threads()  # process that never starts them can fork freely
 
     def _observe_host(self, k: int, z: Tensor) -> bool:
         improved, running, stopped = host_kernels.observe(
@@ -228,6 +327,9 @@ class Monitor:
             self._div_np,
             self._rel,
         )
+        if improved < 0:  # a negative norm: the kernel wrote nothing, nor is it counted
+            self.nfe = k
+            raise self._unwritten()
         if improved:
             self._take_rows(improved == len(self._better), z)
         if stopped:
@@ -266,7 +368,7 @@ class Monitor:
     def _init_device(self, real: torch.dtype) -> None:
         z0, batch = self.z0, self.z0.shape[0]
         self._traces = z0.new_zeros(2, self.budget, batch, dtype=real)
-        self._norms = z0.new_empty(2, batch, dtype=real)
+        self._norms = z0.new_full((2, batch), -1, dtype=real)  # see `observe_norms`
         self.best_step = z0.new_zeros(batch, dtype=torch.long)
         self.nstep = z0.new_zeros(batch, dtype=torch.long)
         self.status = z0.new_full((batch,), RUNNING, dtype=torch.int8)

@@ -18,7 +18,16 @@ each a plain function that raises AssertionError saying what went wrong:
 - ``per_sample``: in a batch of an easy and a hard sample the easy one stops first, right;
 - ``repeat``: one instance solving two problems in turn leaves the first result untouched
   (buffers kept between solves must never hold a result), and solving the first again gives
-  the first answer (nothing left from an earlier solve steers a later one).
+  the first answer (nothing left from an earlier solve steers a later one);
+- ``reported``: on an alternating map, where the best iterate is not the last, the returned
+  ``z``'s residuals, recomputed, are the ones the result reports: the iterate the monitor
+  holds was never written into without ``monitor.release`` (rule 1 of the solver guide);
+- ``held``: once a sample diverged, ``f`` only sees it at points it was evaluated at before,
+  while a converging sample beside it goes on: every step went through
+  ``monitor.hold_diverged`` (rule 2).
+
+A solver that misuses its monitor (`MonitorMisuse`: an evaluation past the budget, an iterate
+of the wrong shape, ...) fails the check it was in, with the monitor's message.
 
 Two class attributes of the solver steer it: ``affine_only = True`` (see `Solver`) skips the
 checks on nonlinear maps (``divergence``, ``scale``); ``known_deviations``, a mapping of check
@@ -43,9 +52,10 @@ from torch import Tensor
 from deqbench.deq import bind
 from deqbench.plugins import get_cell, get_solver
 from deqbench.solvers.base import Fn, Solver, SolverResult
+from deqbench.solvers.monitor import MonitorMisuse
 
 Check = Callable[..., None]
-NONLINEAR = ("divergence", "scale")  # the checks an affine-only solver skips
+NONLINEAR = ("divergence", "scale", "held")  # the checks an affine-only solver skips
 
 
 def resolve(solver: str | Solver, **options: Any) -> Solver:
@@ -239,6 +249,8 @@ def check_divergence(
 
     try:
         result = s(blowup, torch.zeros_like(u), max_iter=50, tol=1e-6, stop_mode="rel")
+    except MonitorMisuse:
+        raise  # a bug of its own, reported as such by `run_solver_check`
     except Exception as exc:
         raise _fail(_name(solver), "divergence", f"raised {type(exc).__name__}: {exc}") from exc
     if not bool((result.sample_status == 2).all()):
@@ -351,6 +363,76 @@ def check_repeat(
         raise _fail(_name(solver), "repeat", f"relative error {err:.2e}")
 
 
+def check_reported(
+    solver: str | Solver, *, dtype: torch.dtype = torch.float64, device: Any = "cpu"
+) -> None:
+    """On ``f(z) = 3a − z`` from ``a`` (fixed-point iteration alternates between ``a`` and
+    ``2a``, relative residuals 1/2 and 1), the returned ``z``'s recomputed residuals, absolute
+    and relative, are the ones the result reports, after an even and an odd budget."""
+    s = resolve(solver)
+    gen = torch.Generator().manual_seed(13)
+    a = torch.randn(3, 16, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    def f(z: Tensor) -> Tensor:
+        return 3 * a - z
+
+    tol = _tol(dtype) * 1e-3  # out of reach of plain iteration; accelerators solve it exactly
+    slack = 1e-3 if dtype == torch.float64 else 1e-2
+    for max_iter in (20, 21):
+        result = s(f, a.clone(), max_iter=max_iter, tol=tol, stop_mode="rel")
+        true = torch.stack(_residuals(f, result.z))
+        reported = torch.stack([result.abs_residual, result.rel_residual]).to(true.dtype)
+        off = (true - reported).abs() > slack * torch.maximum(true, reported) + _tol(dtype)
+        if bool(off.any()):
+            i = int(off.any(0).nonzero()[0])
+            raise _fail(
+                _name(solver),
+                "reported",
+                f"max_iter = {max_iter}, sample {i}: the returned z has residuals (abs, rel) "
+                f"{true[:, i].tolist()} where the result reports {reported[:, i].tolist()} "
+                f"(best step {int(result.best_step[i])}): the result does not describe the z "
+                "it returns; a solver on the monitor wrote into an observed z without "
+                "monitor.release(z) first (rule 1)",
+            )
+
+
+def check_held(
+    solver: str | Solver, *, dtype: torch.dtype = torch.float64, device: Any = "cpu"
+) -> None:
+    """Two samples whose residual grows tenfold per call of ``f`` diverge within a few calls;
+    a contracting sample beside them keeps the solve going. From the evaluation at which a
+    sample diverged, ``f`` must only see it at points it was already evaluated at."""
+    s = resolve(solver)
+    contract, b, _ = _affine(3, 16, 0.9, dtype, device, seed=14)
+    gen = torch.Generator().manual_seed(15)
+    u = torch.randn(3, 16, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    blows = torch.tensor([[True], [True], [False]], device=device)
+    growth = torch.ones((), dtype=dtype, device=device)
+    seen: list[Tensor] = []
+
+    def f(z: Tensor) -> Tensor:
+        seen.append(z.detach().clone())
+        growth.mul_(10)  # overflows within 40 calls in float32: the contracting row is apart
+        return torch.where(blows, z + growth * u, contract(z))
+
+    result = s(f, torch.zeros_like(b), max_iter=60, tol=_tol(dtype), stop_mode="rel")
+    name, status = _name(solver), result.sample_status.tolist()
+    if status[:2] != [2, 2]:
+        raise _fail(name, "held", f"status {status}: the growing samples did not diverge")
+    for i in (0, 1):
+        stop = int(result.nstep[i])  # the evaluation at which sample i diverged
+        for call in range(stop + 1, len(seen)):
+            row = seen[call][i]
+            if not any(torch.equal(row, earlier[i]) for earlier in seen[:call]):
+                raise _fail(
+                    name,
+                    "held",
+                    f"sample {i} diverged at evaluation {stop}, but f saw it at a new point at "
+                    f"evaluation {call}: pass each step through monitor.hold_diverged(step, z) "
+                    "(rule 2)",
+                )
+
+
 CHECKS: dict[str, Check] = {
     "linear": check_linear,
     "budget": check_budget,
@@ -361,6 +443,8 @@ CHECKS: dict[str, Check] = {
     "tiny": check_tiny,
     "per_sample": check_per_sample,
     "repeat": check_repeat,
+    "reported": check_reported,
+    "held": check_held,
 }
 
 
@@ -379,9 +463,12 @@ def skipped_checks(solver: str | Solver) -> dict[str, str]:
 def run_solver_check(
     solver: str | Solver, check: str, *, dtype: torch.dtype = torch.float64, device: Any = "cpu"
 ) -> None:
-    """Run one check by name (see `CHECKS`)."""
+    """Run one check by name (see `CHECKS`). A `MonitorMisuse` fails it, with its message."""
     with torch.no_grad():
-        CHECKS[check](solver, dtype=dtype, device=device)
+        try:
+            CHECKS[check](solver, dtype=dtype, device=device)
+        except MonitorMisuse as exc:
+            raise _fail(_name(solver), check, f"misused its monitor: {exc}") from exc
 
 
 def check_solver(
@@ -423,10 +510,12 @@ __all__ = [
     "cell_problem",
     "check_budget",
     "check_divergence",
+    "check_held",
     "check_linear",
     "check_per_sample",
     "check_record",
     "check_repeat",
+    "check_reported",
     "check_scale",
     "check_solver",
     "check_tiny",

@@ -3,14 +3,15 @@ plugin: ``deqbench.plugins.reset_registry(("train-toys", TrainToys()))``.
 
 - ``tiny-deq``: flatten → a tanh DEQ cell of width ``dim`` → linear; ``set_unrolled`` runs
   ``unrolled_depth`` weight-tied steps instead. It records each training forward's mode in
-  ``modes``; ``nan_at_step`` makes the logits NaN from that training forward on, and
-  ``fail_at_step`` raises there (to test the runner's ``diverged`` and ``error`` rows). From
-  that training forward on, ``oom_at_step`` raises a simulated ``torch.OutOfMemoryError``,
-  ``hang_at_step`` blocks for ever where no Python signal handler can run (as a stuck C++
-  kernel does) and ``crash_at_step`` kills its own process with SIGSEGV (to test ``oom``,
-  ``timeout`` and ``crashed`` rows); ``delay_s`` sleeps that long in every training forward;
-  ``input_noise`` adds Gaussian noise of that scale to training inputs from the global torch
-  RNG (so a resumed run's figures depend on its RNG state being restored).
+  ``modes`` (not the forwards of a gradient check, `deqbench.grad_check`); ``nan_at_step`` makes
+  the logits NaN from that training forward on, and ``fail_at_step`` raises there (to test the
+  runner's ``diverged`` and ``error`` rows). From that training forward on, ``oom_at_step``
+  raises a simulated ``torch.OutOfMemoryError``, ``hang_at_step`` blocks for ever where no
+  Python signal handler can run (as a stuck C++ kernel does) and ``crash_at_step`` kills its own
+  process with SIGSEGV (to test ``oom``, ``timeout`` and ``crashed`` rows); ``delay_s`` sleeps
+  that long in every training forward; ``input_noise`` adds Gaussian noise of that scale to
+  training inputs from the global torch RNG (so a resumed run's figures depend on its RNG state
+  being restored).
 - ``tiny-mlp``: an explicit two-layer baseline; ``tiny-seg``: an explicit segmenter.
 - ``blobs``: 3 Gaussian classes as ``(1, size, size)`` images, fixed by ``seed``.
 """
@@ -94,7 +95,7 @@ class TinyDEQ(Model):
 
     def forward(self, x: Tensor) -> Tensor:
         step = len(self.modes)
-        if self.training:
+        if self.training and not self.deq.overriding:  # not the harness's gradient checks
             self.modes.append("unrolled" if self._unrolled else "equilibrium")
             if self.fail_at_step is not None and step >= self.fail_at_step:
                 raise RuntimeError(f"tiny-deq fails at step {step} as asked")
@@ -108,8 +109,8 @@ class TinyDEQ(Model):
                 _hang()
             if self.crash_at_step is not None and step >= self.crash_at_step:
                 os.kill(os.getpid(), signal.SIGSEGV)
-            if self.input_noise:  # draws from the global RNG, as augmentation and dropout do
-                x = x + self.input_noise * torch.randn_like(x)
+        if self.training and self.input_noise:  # from the global RNG, as dropout draws
+            x = x + self.input_noise * torch.randn_like(x)
         if self._unrolled and self.training:
             injection = self.cell.inject(x)
             z = self.cell.init_state(injection)

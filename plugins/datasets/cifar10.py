@@ -103,6 +103,8 @@ class Cifar10(DataSource):
     """CIFAR-10 from ``root`` or ``CIFAR10_ROOT`` (either the folder holding
     ``cifar-10-batches-py`` or that folder itself). Options: ``augment`` (default False)."""
 
+    task = "classification"  #: declared before any data is read: validation checks it
+
     def __init__(
         self,
         *,

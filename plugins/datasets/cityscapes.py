@@ -116,11 +116,23 @@ class CityscapesSplit(datasets.Cityscapes):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         # Read here rather than in the parent so that a corrupt file is named (DatasetError).
-        image = tv_tensors.Image(v2.functional.pil_to_tensor(open_image(self.images[index])))
-        label_ids = v2.functional.pil_to_tensor(open_image(self.targets[index][0], mode=None))
+        image_path, mask_path = self.images[index], self.targets[index][0]
+        pil_image, pil_mask = open_image(image_path), open_image(mask_path, mode=None)
+        if pil_image.size != pil_mask.size:  # else the transforms fail naming no file
+            raise DatasetError(
+                f"cityscapes: mask {mask_path} is {_size(pil_mask.size)} but its image "
+                f"{image_path} is {_size(pil_image.size)}; expected a mask of its image's size"
+            )
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(pil_image))
+        label_ids = v2.functional.pil_to_tensor(pil_mask)
         mask = tv_tensors.Mask(self.lut[label_ids[0].long()])
         image, mask = self.joint_transform(image, mask)
         return image.as_subclass(Tensor), mask.as_subclass(Tensor).long()
+
+
+def _size(size: tuple[int, int]) -> str:
+    """PIL's ``(width, height)`` as ``"2048×1024 (W×H)"``."""
+    return f"{size[0]}×{size[1]} (W×H)"
 
 
 def _check_layout(root: Path, split: str) -> None:
@@ -166,6 +178,8 @@ class Cityscapes(DataSource):
     (for cheap runs); by default training crops are taken from full-resolution images and
     evaluation runs at full resolution (1024×2048).
     """
+
+    task = "segmentation"  #: declared before any data is read: validation checks it
 
     def __init__(
         self,

@@ -31,6 +31,8 @@ class Digits(DataSource):
     ``root`` is accepted and ignored: the data ships with scikit-learn.
     """
 
+    task = "classification"  #: declared before any data is read: validation checks it
+
     def __init__(
         self,
         *,

@@ -62,6 +62,8 @@ class ImageNet(DataSource):
     that differ between the splits is reported before anything trains.
     """
 
+    task = "classification"  #: declared before any data is read: validation checks it
+
     def __init__(
         self,
         *,

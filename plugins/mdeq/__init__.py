@@ -6,6 +6,7 @@ Registered as ``"module:attr"`` strings, so `deqbench list` imports no torch.
 from __future__ import annotations
 
 from deqbench.hookspecs import hookimpl
+from deqbench_plugins.mdeq.configs import VARIANTS
 
 _V = "deqbench_plugins.mdeq.variants"
 _H = "deqbench_plugins.mdeq.heads"
@@ -20,11 +21,7 @@ MODELS: tuple[tuple[str, str, str], ...] = (
     ("mdeq-cityscapes-small", "cityscapes-small", "MDEQ Cityscapes small (seg head), 9.0M"),
     ("mdeq-cityscapes-large", "cityscapes-large", "MDEQ Cityscapes large (seg head), 56.0M"),
     ("mdeq-cityscapes-xl", "cityscapes-xl", "MDEQ Cityscapes XL (seg head), 79.6M"),
-    (
-        "mdeq-cpu-small",
-        "cpu-small",
-        "MDEQ for CPU work (not from the paper): 16,32 ch, E=2, stride-2 stem, caps 8/8",
-    ),
+    ("mdeq-cpu-small", "cpu-small", "MDEQ for CPU work (not from the paper): 16,32 ch, E=2"),
 )
 
 
@@ -50,4 +47,5 @@ def register_heads(register):
 @hookimpl
 def register_models(register):
     for name, key, description in MODELS:
-        register(name, f"{_V}:mdeq_{key.replace('-', '_')}", description=description)
+        factory = f"{_V}:mdeq_{key.replace('-', '_')}"
+        register(name, factory, description=description, details=VARIANTS[key].describe())

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from deqbench.cell import Cell
 from deqbench.state import State
+from deqbench_plugins.mdeq.initialization import check_init, init_direction, init_plain_convs
 from deqbench_plugins.mdeq.stem import Stem
 
 
@@ -22,14 +23,15 @@ class WNConv2d(nn.Module):
     """A bias-free conv with weight norm (a gain per output channel), ``w = g · v / ‖v‖``.
 
     `compute` caches the normalized weight; the cell calls it once per forward. ``computations``
-    counts how often that happened (tests check it is once per forward).
+    counts how often that happened (tests check it is once per forward). The direction starts
+    as ``init`` says (`deqbench_plugins.mdeq.initialization`), the gain at its norm, so ``w``
+    starts equal to ``v``.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, std: float = 0.01) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel: int, init: str = "reference") -> None:
         super().__init__()
         self.padding = kernel // 2
-        # The intended init: direction N(0, std), gain its norm, so w starts equal to v.
-        v = torch.randn(c_out, c_in, kernel, kernel) * std
+        v = init_direction(torch.empty(c_out, c_in, kernel, kernel), init)
         self.weight_v = nn.Parameter(v)
         self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
         self._weight: Tensor | None = None
@@ -75,12 +77,14 @@ class BranchBlock(nn.Module):
     """One residual block of a branch: conv–GN–ReLU–conv–dropout, + injection, GN, + input,
     ReLU, GN."""
 
-    def __init__(self, channels: int, expansion: int, dropout: float, groups: int) -> None:
+    def __init__(
+        self, channels: int, expansion: int, dropout: float, groups: int, init: str
+    ) -> None:
         super().__init__()
         inner = channels * expansion
-        self.conv1 = WNConv2d(channels, inner, 3)
+        self.conv1 = WNConv2d(channels, inner, 3, init)
         self.gn1 = nn.GroupNorm(groups, inner)
-        self.conv2 = WNConv2d(inner, channels, 3)
+        self.conv2 = WNConv2d(inner, channels, 3, init)
         self.drop = VariationalDropout2d(dropout)
         self.gn2 = nn.GroupNorm(groups, channels)
         self.gn3 = nn.GroupNorm(groups, channels)
@@ -111,7 +115,10 @@ class MDEQCell(Cell):
     Options: ``channels`` per branch, ``expansion`` E of the block convs, ``dropout`` (the
     variational rate), ``groups`` of the GroupNorms, ``in_channels`` of the image, ``stem_stride``
     (1 for CIFAR-size inputs, 2 for ImageNet/Cityscapes: two stride-2 convs), ``injection_layer``
-    (the 1×1 conv + BN + ReLU after the stem), ``image_size`` (for the conformance kit's input).
+    (the 1×1 conv + BN + ReLU after the stem), ``image_size`` (for the conformance kit's input),
+    ``init`` (``"reference"``: the published runs' effective init, or ``"intended"``; see
+    `deqbench_plugins.mdeq.initialization`) and ``bn_momentum`` of the stem's BatchNorms (the
+    reference's segmentation network uses 0.01, its classification network 0.1).
     """
 
     def __init__(
@@ -124,16 +131,19 @@ class MDEQCell(Cell):
         stem_stride: int = 1,
         injection_layer: bool = True,
         image_size: int = 32,
+        init: str = "reference",
+        bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
+        check_init(init)
         self.channels = tuple(int(c) for c in channels)
         for c in self.channels:
             if c % groups or c % max(groups // 2, 1):
                 raise ValueError(f"mdeq: branch channels {c} not divisible by {groups} groups")
         self.input_shape = (in_channels, image_size, image_size)
-        self.stem = Stem(in_channels, self.channels[0], stem_stride, injection_layer)
+        self.stem = Stem(in_channels, self.channels[0], stem_stride, injection_layer, bn_momentum)
         self.blocks = nn.ModuleList(
-            BranchBlock(c, expansion, dropout, groups) for c in self.channels
+            BranchBlock(c, expansion, dropout, groups, init) for c in self.channels
         )
         n = len(self.channels)
         self.fuse = nn.ModuleList()
@@ -150,10 +160,11 @@ class MDEQCell(Cell):
                     row.append(_downsample(cj, ci, i - j, groups))
             self.fuse.append(row)
         self.post = nn.ModuleList(
-            nn.Sequential(nn.ReLU(), WNConv2d(c, c, 1), nn.GroupNorm(max(groups // 2, 1), c))
+            nn.Sequential(nn.ReLU(), WNConv2d(c, c, 1, init), nn.GroupNorm(max(groups // 2, 1), c))
             for c in self.channels
         )
         self.num_branches = n
+        init_plain_convs(self)  # the stem's and the fusion's convs
 
     def wn_convs(self) -> list[WNConv2d]:
         return [m for m in self.modules() if isinstance(m, WNConv2d)]

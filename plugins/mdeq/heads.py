@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deqbench.state import State
+from deqbench_plugins.mdeq.initialization import init_plain_convs
 
 
 class Bottleneck(nn.Module):
-    """HRNet's bottleneck ``c_in → h → 4h`` (1×1, 3×3, 1×1 with BN), projected residual."""
+    """HRNet's bottleneck ``c_in → h → 4h`` (1×1, 3×3, 1×1, each followed by a BatchNorm without
+    affine parameters, as in the reference), projected residual (conv + affine BN)."""
 
     expansion = 4
 
@@ -22,13 +24,13 @@ class Bottleneck(nn.Module):
         out = h * self.expansion
         self.body = nn.Sequential(
             nn.Conv2d(c_in, h, 1, bias=False),
-            nn.BatchNorm2d(h),
+            nn.BatchNorm2d(h, affine=False),
             nn.ReLU(inplace=True),
             nn.Conv2d(h, h, 3, padding=1, bias=False),
-            nn.BatchNorm2d(h),
+            nn.BatchNorm2d(h, affine=False),
             nn.ReLU(inplace=True),
             nn.Conv2d(h, out, 1, bias=False),
-            nn.BatchNorm2d(out),
+            nn.BatchNorm2d(out, affine=False),
         )
         self.skip = (
             nn.Identity()
@@ -45,7 +47,7 @@ class ClassificationHead(nn.Module):
     added to the next branch), conv1x1 to ``final_channels`` + BN + ReLU, average pool, linear.
 
     ``head_channels`` defaults to ``channels // 4`` rounded up, ``final_channels`` to 4× the
-    last branch's head width.
+    last branch's head width. Convs start from N(0, 0.01), as in the reference.
     """
 
     task = "classification"
@@ -75,7 +77,8 @@ class ClassificationHead(nn.Module):
         self.final = nn.Sequential(
             nn.Conv2d(4 * hc[-1], final, 1), nn.BatchNorm2d(final), nn.ReLU(inplace=True)
         )
-        self.classifier = nn.Linear(final, num_classes)
+        self.classifier = nn.Linear(final, num_classes)  # PyTorch's init, as the reference's
+        init_plain_convs(self)
 
     def forward(self, z: State) -> Tensor:
         y = self.incre[0](z[0])
@@ -86,25 +89,30 @@ class ClassificationHead(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Upsample every branch bilinearly to branch 0's size, concatenate (ΣC channels),
+    """Upsample every branch bilinearly (corners aligned, as the reference) to branch 0's size,
+    concatenate (ΣC channels),
     conv1x1 → BN → ReLU → conv1x1 to the classes (logits at branch 0's resolution; the model
-    upsamples them to the input size)."""
+    upsamples them to the input size). Convs start from N(0, 0.01); the BatchNorm's momentum
+    is the reference segmentation network's 0.01."""
 
     task = "segmentation"
 
-    def __init__(self, channels: Sequence[int], num_classes: int) -> None:
+    def __init__(
+        self, channels: Sequence[int], num_classes: int, bn_momentum: float = 0.01
+    ) -> None:
         super().__init__()
         total = sum(channels)
         self.layers = nn.Sequential(
             nn.Conv2d(total, total, 1),
-            nn.BatchNorm2d(total),
+            nn.BatchNorm2d(total, momentum=bn_momentum),
             nn.ReLU(inplace=True),
             nn.Conv2d(total, num_classes, 1),
         )
+        init_plain_convs(self)
 
     def forward(self, z: State) -> Tensor:
         size = z[0].shape[-2:]
         ups = [z[0]] + [
-            F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in z[1:]
+            F.interpolate(t, size=size, mode="bilinear", align_corners=True) for t in z[1:]
         ]
         return self.layers(torch.cat(ups, dim=1))

@@ -1,6 +1,7 @@
 """The published MDEQ variants (and a small CPU one) as registered models.
 
-Each factory follows `deqbench.models`' contract. The DEQ layer is built with
+Each factory follows `deqbench.models`' contract. The variants' numbers, and the published
+config each comes from, are in `deqbench_plugins.mdeq.configs`. The DEQ layer is built with
 ``deq.build(cell, f_max_iter=<variant cap>, b_max_iter=<variant cap>)``.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
@@ -20,83 +20,7 @@ from deqbench.plugins import get_registry
 from deqbench.state import State
 from deqbench.stats import DEQStats
 from deqbench_plugins.mdeq.cell import MDEQCell
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One MDEQ configuration (see docs/writing-a-model-plugin.md and the reference table)."""
-
-    channels: tuple[int, ...]
-    expansion: int
-    head: str  #: default head: "classification" or "segmentation"
-    head_channels: tuple[int, ...] = ()
-    final_channels: int = 0
-    unroll: int = 10  #: L of the unrolled warm-up
-    dropout: float = 0.0
-    f_cap: int = 18
-    b_cap: int = 20
-    stem_stride: int = 1
-    injection_layer: bool = True
-    params_m: float = 0.0  #: the public configs' trainable parameters, millions (0: not published)
-
-
-_SMALL = (32, 64, 128, 256)
-_LARGE = (80, 160, 320, 640)
-_XL = (88, 176, 352, 704)
-
-VARIANTS: dict[str, Variant] = {
-    "cifar-tiny": Variant(
-        (24, 24), 5, "classification", (8, 16), 200, 10, 0.25, 18, 20, 1, False, 0.16
-    ),
-    "cifar-large": Variant(
-        _SMALL, 5, "classification", (14, 28, 56, 112), 1680, 10, 0.30, 18, 20, 1, True, 11.1
-    ),
-    "imagenet-small": Variant(
-        _SMALL, 5, "classification", (24, 48, 96, 192), 2048, 5, 0.0, 26, 27, 2, True, 16.8
-    ),
-    "imagenet-large": Variant(
-        _LARGE, 5, "classification", (32, 64, 128, 256), 2048, 4, 0.0, 26, 27, 2, True, 67.1
-    ),
-    "imagenet-xl": Variant(
-        _XL, 6, "classification", (32, 64, 128, 256), 2048, 4, 0.0, 27, 27, 2, True, 90.5
-    ),
-    "cityscapes-small": Variant(
-        _SMALL,
-        5,
-        "segmentation",
-        unroll=3,
-        dropout=0.05,
-        f_cap=27,
-        b_cap=30,
-        stem_stride=2,
-        params_m=9.0,
-    ),
-    "cityscapes-large": Variant(
-        _LARGE,
-        5,
-        "segmentation",
-        unroll=3,
-        dropout=0.03,
-        f_cap=26,
-        b_cap=26,
-        stem_stride=2,
-        params_m=56.0,
-    ),
-    "cityscapes-xl": Variant(
-        _XL,
-        6,
-        "segmentation",
-        unroll=3,
-        dropout=0.04,
-        f_cap=26,
-        b_cap=26,
-        stem_stride=2,
-        params_m=79.6,
-    ),
-    # Not from the paper: sized for the CPU quick start (32x32 digits in well under a minute).
-    # The stem halves twice (32x32 digits hold 8x8 of information), so the solver runs at 8x8.
-    "cpu-small": Variant((16, 32), 2, "classification", (8, 16), 64, 6, 0.0, 8, 8, 2, True),
-}
+from deqbench_plugins.mdeq.configs import VARIANTS, Variant
 
 
 def variant(name: str) -> Variant:
@@ -124,9 +48,21 @@ def build_head(
     return get_registry().get("heads", name).obj(channels, num_classes, **kwargs)
 
 
+def head_task(name: str | None, cfg: Variant) -> str:
+    """The task of the named registered head (the variant's own when None)."""
+    return getattr(get_registry().get("heads", name or cfg.head).obj, "task", "classification")
+
+
 def build_cell(
-    cfg: Variant, in_channels: int, image_size: int | None, dropout: float | None
+    cfg: Variant,
+    in_channels: int,
+    image_size: int | None,
+    dropout: float | None,
+    init: str = "reference",
+    task: str = "classification",
 ) -> MDEQCell:
+    """The variant's cell; its stem's BatchNorms take the reference's momentum for ``task``
+    (0.01 in its segmentation networks, 0.1 in its classification ones)."""
     return MDEQCell(
         cfg.channels,
         cfg.expansion,
@@ -135,6 +71,8 @@ def build_cell(
         stem_stride=cfg.stem_stride,
         injection_layer=cfg.injection_layer,
         image_size=image_size or 32,
+        init=init,
+        bn_momentum=0.01 if task == "segmentation" else 0.1,
     )
 
 
@@ -178,7 +116,7 @@ class MDEQModel(Model):
     def forward(self, x: Tensor) -> Tensor:
         logits = self.head(self.features(x))
         if self.task == "segmentation" and logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
         return logits
 
 
@@ -203,10 +141,13 @@ def build_mdeq(
     deq: DEQSettings | None = None,
     dropout: float | None = None,
     unroll: int | None = None,
+    init: str = "reference",
 ) -> MDEQModel:
-    """The MDEQ variant ``name`` (a key of `VARIANTS`)."""
+    """The MDEQ variant ``name`` (a key of `VARIANTS`). ``init``: ``"reference"`` (the
+    published runs' effective init) or ``"intended"`` (`deqbench_plugins.mdeq.initialization`).
+    """
     cfg = variant(name)
-    cell = build_cell(cfg, in_channels, image_size, dropout)
+    cell = build_cell(cfg, in_channels, image_size, dropout, init, head_task(head, cfg))
     head_module = build_head(head, cfg, cell.channels, num_classes, head_options)
     depth = cfg.unroll if unroll is None else int(unroll)
     return MDEQModel(cell, head_module, deq or DEQSettings(), cfg, depth)
@@ -215,7 +156,8 @@ def build_mdeq(
 def _factory(name: str) -> functools.partial[MDEQModel]:
     """``build_mdeq`` bound to one variant: its signature (the options a suite may set) stays."""
     factory = functools.partial(build_mdeq, name)
-    factory.__doc__ = f"MDEQ {name} (options: dropout, unroll L of the warm-up)."
+    factory.__doc__ = f"MDEQ {name} (options: dropout, unroll L of the warm-up, init)."
+    factory.task = variant(name).head  # its default head's task, checked at validation
     return factory
 
 
