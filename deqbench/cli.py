@@ -321,6 +321,9 @@ def _train_cells(row: dict) -> dict:
     low, high = row.get("eval_top1_ci_low"), row.get("eval_top1_ci_high")
     if _cell(low) != "–" and _cell(high) != "–":
         cells["eval_top1_ci"] = f"{low:.1f}–{high:.1f}"
+    cosine = row.get("grad_cosine_median")
+    if _cell(cosine) != "–":  # near 1 the digits that matter come late: 0.9998, not "1"
+        cells["grad_cosine_median"] = f"{cosine:.4f}"
     return cells
 
 

@@ -137,7 +137,7 @@ TRAIN_COLUMNS: dict[str, str] = {
     "steps_done": "optimizer steps done",
     "unrolled_steps": "steps done in the unrolled warm-up mode",
     "equilibrium_steps": "steps done in equilibrium mode (all steps of explicit models)",
-    "train_loss_final": "training loss of the last step",
+    "train_loss_final": "training loss of the last step (Jacobian penalty included, as in loss)",
     "train_s": "wall time of the training loop, evaluations excluded, seconds",
     "images_per_s": "training images per second over the whole loop",
     "step_ms_median": "median wall time of a training step, ms, after warm-up: equilibrium "
@@ -188,7 +188,8 @@ STEP_COLUMNS: dict[str, str] = {
     "step": "optimizer step, from 0",
     "epoch": "passes over the training split completed before this step",
     "mode": "unrolled | equilibrium",
-    "loss": "training loss of the step",
+    "loss": "training loss of the step (with the weighted Jacobian penalty when the suite sets "
+    "[deq] jac_reg_weight)",
     "lr": "learning rate of the step",
     "f_nfe": "forward NFE of the step (empty in unrolled mode and for explicit models)",
     "f_rel_residual": "worst relative residual of the step's forward",

@@ -189,6 +189,20 @@ def test_summary_shows_the_interval_and_marks_top1_within_noise_of_the_best():
     assert seeds_table(rows) is None  # one seed each
 
 
+def test_summary_shows_the_median_residual_and_the_gradient_cosine():
+    rows = _rows({"gradient": "ift"}, {"gradient": "jfb"})
+    rows[0] |= {"f_rel_residual_median_final": 4.5e-4, "f_rel_residual_final": 0.2}
+    rows[0] |= {"grad_cosine_median": 0.99981, "grad_cosine_worst": 0.9}
+    rows[1] |= {"f_rel_residual_median_final": 0.0022, "grad_cosine_median": 0.96437}
+    text = _text(train_table(rows))
+    header = text.splitlines()[1]
+    assert "f res" in header and "grad cos" in header
+    ift = next(ln for ln in text.splitlines() if " ift " in ln)
+    jfb = next(ln for ln in text.splitlines() if " jfb " in ln)
+    assert "4.5e-04" in ift and "0.9998" in ift and "0.2" not in ift  # the median, not the worst
+    assert "0.0022" in jfb and "0.9644" in jfb
+
+
 def test_summary_with_repeats_shows_mean_sd_and_n_per_configuration():
     rows = _rows(
         {"gradient": "ift", "seed": 0, "eval_top1": 80.0, "step_ms_median": 10.0},
