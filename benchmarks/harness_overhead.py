@@ -25,8 +25,8 @@ from deqbench import plugins
 from deqbench.hookspecs import hookimpl
 from deqbench.models import DEQSettings
 from deqbench.plugins import get_registry
-from deqbench.train_run import train_run
-from deqbench.train_suite import load_train_suite
+from deqbench.runs.train.run import train_run
+from deqbench.suite.train import load_train_suite
 
 
 def make_run(args: argparse.Namespace):
@@ -127,7 +127,7 @@ def main() -> None:
     if extra:
         plugins.reset_registry(*extra)
     run = make_run(args)
-    from deqbench.train_run import build_source
+    from deqbench.runs.train.build import build_source
 
     source = build_source(run)
     device = torch.device("cpu")

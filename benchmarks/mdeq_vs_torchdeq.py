@@ -34,10 +34,10 @@ from rich.console import Console
 from rich.table import Table
 from torchdeq import get_deq
 
-from deqbench.measure import sync
-from deqbench.memory import SavedTensorsMeter
+from deqbench.measure.memory import SavedTensorsMeter
+from deqbench.measure.openmp import describe as openmp_wait
+from deqbench.measure.timing import sync
 from deqbench.models import DEQSettings
-from deqbench.openmp import describe as openmp_wait
 from deqbench.plugins import get_registry
 
 TORCHDEQ_SOLVER = {"anderson": "anderson", "broyden": "broyden"}

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from deqbench.measure import LiveTensorMeter, cuda_peak
-from deqbench.memory import SavedTensorsMeter
+from deqbench.measure.memory import SavedTensorsMeter
+from deqbench.measure.timing import LiveTensorMeter, cuda_peak
 from deqbench.models import DEQSettings, parameter_count
 from deqbench.plugins import get_registry
 

@@ -27,7 +27,7 @@ _LAZY: dict[str, str] = {
     "CellContractError": "deqbench.deq",
     "DEQSettings": "deqbench.models",
     "Model": "deqbench.models",
-    "spectral_radius": "deqbench.diagnostics",
+    "spectral_radius": "deqbench.measure.diagnostics",
     "ConfigError": "deqbench.errors",
     "DeqbenchError": "deqbench.errors",
     "PluginConflictError": "deqbench.errors",
@@ -35,7 +35,7 @@ _LAZY: dict[str, str] = {
     "GradContext": "deqbench.gradients",
     "GradientEstimator": "deqbench.gradients",
     "hookimpl": "deqbench.hookspecs",
-    "SavedTensorsMeter": "deqbench.memory",
+    "SavedTensorsMeter": "deqbench.measure.memory",
     "get_cell": "deqbench.plugins",
     "get_gradient": "deqbench.plugins",
     "get_registry": "deqbench.plugins",
@@ -51,30 +51,36 @@ _LAZY: dict[str, str] = {
     "unpack": "deqbench.state",
     "DEQStats": "deqbench.stats",
     "SolveStats": "deqbench.stats",
-    "load_checkpoint": "deqbench.checkpoint",
-    "save_checkpoint": "deqbench.checkpoint",
-    "Dist": "deqbench.distributed",
-    "WorkerOutcome": "deqbench.worker",
-    "run_isolated": "deqbench.worker",
+    "load_checkpoint": "deqbench.execution.checkpoint",
+    "save_checkpoint": "deqbench.execution.checkpoint",
+    "Dist": "deqbench.execution.distributed",
+    "WorkerOutcome": "deqbench.execution.worker",
+    "RunStatus": "deqbench.report.schema",
+    "Job": "deqbench.runs.kind",
+    "RunKind": "deqbench.runs.kind",
+    "RunOutput": "deqbench.runs.kind",
+    "run_isolated": "deqbench.execution.worker",
 }
 
 if TYPE_CHECKING:
     from deqbench.cell import Cell
-    from deqbench.checkpoint import load_checkpoint, save_checkpoint
     from deqbench.deq import DEQ, CellContractError
-    from deqbench.diagnostics import spectral_radius
-    from deqbench.distributed import Dist
     from deqbench.errors import ConfigError, DeqbenchError, PluginConflictError, UnknownNameError
+    from deqbench.execution.checkpoint import load_checkpoint, save_checkpoint
+    from deqbench.execution.distributed import Dist
+    from deqbench.execution.worker import WorkerOutcome, run_isolated
     from deqbench.gradients import GradContext, GradientEstimator
     from deqbench.hookspecs import hookimpl
-    from deqbench.memory import SavedTensorsMeter
+    from deqbench.measure.diagnostics import spectral_radius
+    from deqbench.measure.memory import SavedTensorsMeter
     from deqbench.models import DEQSettings, Model
     from deqbench.plugins import get_cell, get_gradient, get_registry, get_solver
+    from deqbench.report.schema import RunStatus
+    from deqbench.runs.kind import Job, RunKind, RunOutput
     from deqbench.solvers import Monitor, MonitorMisuse, Solver, SolverResult, Status
     from deqbench.solvers.base import Fn
     from deqbench.state import StateSpec, pack, unpack
     from deqbench.stats import DEQStats, SolveStats
-    from deqbench.worker import WorkerOutcome, run_isolated
 
 
 def __getattr__(name: str) -> Any:
@@ -106,10 +112,14 @@ __all__ = [
     "Fn",
     "GradContext",
     "GradientEstimator",
+    "Job",
     "Model",
     "Monitor",
     "MonitorMisuse",
     "PluginConflictError",
+    "RunKind",
+    "RunOutput",
+    "RunStatus",
     "SavedTensorsMeter",
     "SolveStats",
     "Solver",

@@ -47,6 +47,13 @@ GRADIENTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: (name, "module:attr", description) of the kinds of run the core registers.
+RUN_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("solve", "deqbench.runs.solve.kind:SOLVE", "solvers and estimators on cells at fixed weights"),
+    ("train", "deqbench.runs.train.kind:TRAIN", "models trained, evaluated and checkpointed"),
+)
+
+
 def resolved(table: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, Any, str], ...]:
     """``table`` with each ``"module:attr"`` target imported: ``(name, object, description)``."""
     out = []
@@ -65,4 +72,10 @@ def register_solvers(register):
 @hookimpl
 def register_gradients(register):
     for name, target, description in GRADIENTS:
+        register(name, target, description=description)
+
+
+@hookimpl
+def register_run_kinds(register):
+    for name, target, description in RUN_KINDS:
         register(name, target, description=description)

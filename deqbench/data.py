@@ -7,17 +7,31 @@ A dataset plugin registers a factory (``register_datasets``) called with keyword
 The factory checks its root at once: a missing or malformed one raises `DatasetError` naming
 the path and the layout expected, before anything trains.
 
+A factory may also offer a cheap check of its root and options, as a ``check`` attribute (a
+classmethod or staticmethod of a `DataSource` class, or a function attribute):
+
+    factory.check(*, root=None, image_size=None, **options) -> None
+
+It raises what the factory would for a missing or malformed root, layout or option (the same
+`DatasetError` or `deqbench.errors.ConfigError`, same message) without reading the data: no
+image scans, no unpickling, no tensors. What only the data shows (a corrupt file, an empty
+class folder) is still found when the source is built. With it a suite can check each source
+in its parent process and build it only where a run trains (`check_source`); a factory
+without ``check`` is built to be checked, and `check_source` returns that source to keep.
+
 A factory may declare its task before any data is read, as a ``task`` attribute (a class
 attribute ``task = "segmentation"``) or a ``task`` option; model factories and heads declare
 theirs the same way. Validation then refuses a model of the other task
-(`deqbench.train_suite.declared_task`); undeclared, the mismatch is found when the run starts.
+(`deqbench.suite.train.declared_task`); undeclared, the mismatch is found when the run starts.
 """
 
 from __future__ import annotations
 
 import abc
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,3 +116,18 @@ def make_loader(
         generator=gen,
         drop_last=drop_last,
     )
+
+
+def check_source(
+    factory: Any, *, root: Any, image_size: int | None, options: Mapping[str, Any]
+) -> DataSource | None:
+    """Check a dataset's root and options: ``factory.check(...)`` if the factory has one (None),
+    else the source built (returned so that the caller need not build it again).
+
+    Raises what the factory raises for a missing or malformed root or a bad option.
+    """
+    check = getattr(factory, "check", None)
+    if callable(check):
+        check(root=root, image_size=image_size, **options)
+        return None
+    return factory(root=root, image_size=image_size, **options)

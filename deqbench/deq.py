@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from deqbench.cell import Cell
 from deqbench.errors import DeqbenchError
 from deqbench.gradients.base import GradContext, GradientEstimator
+from deqbench.gradients.regularization import PROBES, jacobian_penalty
 from deqbench.plugins import get_gradient, get_solver
-from deqbench.regularization import PROBES, jacobian_penalty
+from deqbench.settings import layer_defaults
 from deqbench.solvers.base import STOP_MODES, Fn, Solver
 from deqbench.state import State, StateSpec, pack, unpack
 from deqbench.stats import DEQStats
@@ -106,8 +107,15 @@ def _resolve(kind: str, value: Any, options: dict[str, Any] | None, base: type) 
     return value
 
 
+#: The keywords' defaults, from the settings' one declaration (`deqbench.settings.DEQSpec`).
+_D = layer_defaults()
+
+
 class DEQ(nn.Module):
     """A deep equilibrium layer: ``forward(x)`` returns the equilibrium state tuple.
+
+    Its keywords but ``keep_graph_in_eval`` are the fields of `deqbench.DEQSettings`, with a
+    bare layer's defaults (`deqbench.settings.layer_defaults`).
 
     - ``solver`` / ``gradient``: registered names (built with ``*_options``) or instances.
     - ``f_*`` / ``b_*``: iteration cap, tolerance and stop mode of the forward solve and of
@@ -126,23 +134,23 @@ class DEQ(nn.Module):
     def __init__(
         self,
         cell: Cell,
-        solver: str | Solver = "fixed-point",
-        gradient: str | GradientEstimator = "ift",
+        solver: str | Solver = _D["solver"],
+        gradient: str | GradientEstimator = _D["gradient"],
         *,
-        f_max_iter: int = 30,
-        f_tol: float = 1e-3,
-        b_max_iter: int = 30,
-        b_tol: float = 1e-4,
-        stop_mode: str = "rel",
-        b_stop_mode: str | None = None,
-        b_solver: str | Solver = "fixed-point",
-        solver_options: dict[str, Any] | None = None,
-        gradient_options: dict[str, Any] | None = None,
-        b_solver_options: dict[str, Any] | None = None,
-        jac_reg_weight: float = 0.0,
-        jac_reg_freq: float = 1.0,
-        jac_reg_samples: int = 1,
-        jac_reg_probe: str = "gaussian",
+        f_max_iter: int = _D["f_max_iter"],
+        f_tol: float = _D["f_tol"],
+        b_max_iter: int = _D["b_max_iter"],
+        b_tol: float = _D["b_tol"],
+        stop_mode: str = _D["stop_mode"],
+        b_stop_mode: str | None = _D["b_stop_mode"],
+        b_solver: str | Solver = _D["b_solver"],
+        solver_options: dict[str, Any] | None = _D["solver_options"],
+        gradient_options: dict[str, Any] | None = _D["gradient_options"],
+        b_solver_options: dict[str, Any] | None = _D["b_solver_options"],
+        jac_reg_weight: float = _D["jac_reg_weight"],
+        jac_reg_freq: float = _D["jac_reg_freq"],
+        jac_reg_samples: int = _D["jac_reg_samples"],
+        jac_reg_probe: str = _D["jac_reg_probe"],
         keep_graph_in_eval: bool = False,
     ) -> None:
         super().__init__()

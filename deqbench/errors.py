@@ -34,3 +34,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if choices:
         return "; available: " + ", ".join(choices)
     return "; nothing is registered"
+
+
+class CheckpointError(DeqbenchError):
+    """A checkpoint that cannot be loaded into this model; the message names file and cause."""

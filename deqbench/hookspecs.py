@@ -14,7 +14,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: The kinds of things a plugin can register, in display order.
-KINDS = ("solvers", "gradients", "cells", "models", "heads", "datasets")
+KINDS = ("solvers", "gradients", "cells", "models", "heads", "datasets", "run_kinds")
 
 
 @hookspec
@@ -45,6 +45,12 @@ def register_heads(register):
 @hookspec
 def register_datasets(register):
     """Register datasets: factories returning a dataset or data module."""
+
+
+@hookspec
+def register_run_kinds(register):
+    """Register kinds of run: `deqbench.runs.kind.RunKind` instances, named as a suite's
+    ``[suite] kind`` names them."""
 
 
 @hookspec(firstresult=True)

@@ -15,8 +15,7 @@ resolution, ``channels[i]`` channels each) to logits.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from deqbench.deq import DEQ
-from deqbench.errors import DeqbenchError
+from deqbench.errors import CheckpointError
+from deqbench.settings import DEQSpec
 from deqbench.stats import DEQStats
 
 TASKS = ("classification", "segmentation")
@@ -33,30 +33,13 @@ TASKS = ("classification", "segmentation")
 CHECKPOINT_FORMAT = 1
 
 
-class CheckpointError(DeqbenchError):
-    """A checkpoint that cannot be loaded into this model; the message names file and cause."""
-
-
 @dataclass(frozen=True)
-class DEQSettings:
-    """How a model's DEQ layer solves and differentiates (a suite's ``[deq]`` table).
+class DEQSettings(DEQSpec):
+    """How a model's DEQ layer solves and differentiates (a suite's ``[deq]`` table): the
+    settings of `deqbench.settings.DEQSpec`, and the layer they build.
 
     ``f_max_iter`` / ``b_max_iter`` None take the variant's published caps.
     """
-
-    solver: str = "anderson"
-    solver_options: Mapping[str, Any] = field(default_factory=dict)
-    gradient: str = "ift"
-    gradient_options: Mapping[str, Any] = field(default_factory=dict)
-    f_max_iter: int | None = None
-    f_tol: float = 1e-3
-    b_solver: str = "fixed-point"
-    b_solver_options: Mapping[str, Any] = field(default_factory=dict)
-    b_max_iter: int | None = None
-    b_tol: float = 1e-4
-    stop_mode: str = "rel"
-    jac_reg_weight: float = 0.0
-    jac_reg_freq: float = 1.0
 
     def build(self, cell: nn.Module, *, f_max_iter: int = 30, b_max_iter: int = 30) -> DEQ:
         """A `DEQ` layer around ``cell``; the caps given here apply where the settings say None."""

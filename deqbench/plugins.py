@@ -32,6 +32,11 @@ class PluginImportError(DeqbenchError):
     """A ``"module:attr"`` entry whose target failed to import at first use."""
 
 
+def singular(kind: str) -> str:
+    """A registry kind as one thing: "solvers" → "solver", "run_kinds" → "run kind"."""
+    return kind[:-1].replace("_", " ")
+
+
 @dataclass(frozen=True)
 class Entry:
     """One registered thing.
@@ -54,13 +59,15 @@ class Entry:
             return self.target
         module, sep, attr = self.target.partition(":")
         if not sep:
-            raise TypeError(f"{self.kind[:-1]} {self.name!r}: {self.target!r} is not module:attr")
+            raise TypeError(
+                f"{singular(self.kind)} {self.name!r}: {self.target!r} is not module:attr"
+            )
         try:
             return functools.reduce(getattr, attr.split("."), importlib.import_module(module))
         except Exception as exc:  # the plugin is broken, not the user's input: say which one
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
             raise PluginImportError(
-                f"{self.kind[:-1]} {self.name!r} of plugin {self.plugin!r}: "
+                f"{singular(self.kind)} {self.name!r} of plugin {self.plugin!r}: "
                 f"cannot import {self.target!r} ({reason})"
             ) from exc
 
@@ -152,8 +159,8 @@ class Registry:
             return
         if old is not None:
             msg = (
-                f"{entry.kind[:-1]} {entry.name!r} is registered by both plugin {old.plugin!r} "
-                f"and plugin {entry.plugin!r}; uninstall or rename one"
+                f"{singular(entry.kind)} {entry.name!r} is registered by both plugin "
+                f"{old.plugin!r} and plugin {entry.plugin!r}; uninstall or rename one"
             )
         else:  # a third plugin joins an existing clash
             msg = f"{self._conflicts[key]} (plugin {entry.plugin!r} registers it too)"
@@ -180,9 +187,11 @@ class Registry:
             # missing): its reason beats a "did you mean" that points elsewhere.
             why = self._pm.hook.explain_unknown(kind=kind, name=name)
             if why:
-                raise UnknownNameError(f"{kind[:-1]} {name!r} is not available: {why}") from None
+                raise UnknownNameError(
+                    f"{singular(kind)} {name!r} is not available: {why}"
+                ) from None
             hint = did_you_mean(name, self._entries[kind])
-            raise UnknownNameError(f"unknown {kind[:-1]} {name!r}{hint}") from None
+            raise UnknownNameError(f"unknown {singular(kind)} {name!r}{hint}") from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._entries[kind])
@@ -251,3 +260,8 @@ def get_gradient(name: str, **options: Any):
 def get_cell(name: str, **options: Any):
     """A cell module of the registered ``name`` built with ``options``."""
     return lookup("cells", name).obj(**options)
+
+
+def get_run_kind(name: str):
+    """The registered `deqbench.runs.kind.RunKind` called ``name`` (``[suite] kind``)."""
+    return lookup("run_kinds", name).obj

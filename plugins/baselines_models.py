@@ -99,5 +99,5 @@ def explicit_mdeq(
 
 
 _variant = variant
-#: The task of the ``variant`` option's default head (`deqbench.train_suite.declared_task`).
+#: The task of the ``variant`` option's default head (`deqbench.suite.train.declared_task`).
 explicit_mdeq.task = lambda options: _variant(options.get("variant", "cpu-small")).head

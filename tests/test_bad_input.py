@@ -9,7 +9,8 @@ import pytest
 
 from deqbench import cli as cli_module
 from deqbench.cli import _plural, main
-from deqbench.suite import WARN_RUNS, load_suite, smoke
+from deqbench.suite.load import load_suite
+from deqbench.suite.solve import WARN_RUNS, smoke
 
 SUITE = """
 [suite]
@@ -67,7 +68,7 @@ def test_out_in_an_unwritable_folder_is_a_clear_error(cli, suite, tmp_path, monk
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("deqbench.results.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("deqbench.report.results.tempfile.TemporaryFile", refuse)
     result = cli.invoke(main, ["run", str(suite), "--out", str(tmp_path / "ro" / "r.csv")])
     _one_line_error(result, "cannot write", "Permission denied")
 

@@ -11,8 +11,10 @@ import torch
 import deqbench
 from deqbench import plugins
 from deqbench.cli import main
-from deqbench.host_allocator import steady_thresholds
-from deqbench.results import COLUMNS, TRACE_COLUMNS, read_report
+from deqbench.measure.host_allocator import steady_thresholds
+from deqbench.report.results import read_report
+from deqbench.report.traces import TRACE_COLUMNS
+from deqbench.runs.solve.columns import COLUMNS
 from deqbench_plugins.problems import TanhCell
 
 ROOT = Path(__file__).resolve().parents[1]

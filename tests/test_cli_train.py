@@ -8,9 +8,13 @@ import textwrap
 import pytest
 
 from deqbench import plugins
-from deqbench.cli import main, seeds_table, train_table
-from deqbench.noise import wilson_interval
-from deqbench.results import STEP_COLUMNS, TRACE_COLUMNS, TRAIN_COLUMNS, read_report
+from deqbench.cli import main
+from deqbench.report import tables
+from deqbench.report.noise import wilson_interval
+from deqbench.report.results import read_report
+from deqbench.report.traces import TRACE_COLUMNS
+from deqbench.runs.train.columns import STEP_COLUMNS, TRAIN_COLUMNS
+from deqbench.runs.train.kind import TRAIN_KEYS
 from deqbench.testing.train_toys import TrainToys
 
 SUITE = """
@@ -123,10 +127,10 @@ def test_live_display_on_a_terminal(toys, tmp_path):
 
     from rich.console import Console
 
-    from deqbench.display import TrainDisplay
-    from deqbench.runner import run_suite
-    from deqbench.suite import load_suite
-    from deqbench.train_suite import smoke_train
+    from deqbench.execution.runner import run_suite
+    from deqbench.report.display import TrainDisplay
+    from deqbench.suite.load import load_suite
+    from deqbench.suite.train import smoke_train
 
     path = tmp_path / "tiny.toml"
     path.write_text(textwrap.dedent(SUITE))
@@ -181,12 +185,12 @@ def test_summary_shows_the_interval_and_marks_top1_within_noise_of_the_best():
         {"gradient": "phantom", "hits": 306},  # 85.0 %, [80.9, 88.3]: clearly below
         {"gradient": "unrolled", "status": "error"},
     )
-    text = _text(train_table(rows))
+    text = _text(tables.train_table(rows, TRAIN_KEYS))
     assert "92.2–96.8" in text and "90.3–95.5" in text and "80.9–88.3" in text
     lines = {g: next(ln for ln in text.splitlines() if f" {g} " in ln) for g in ("ift", "jfb")}
     assert "│ 95 " in lines["ift"] and "│ 93.3 ≈ " in lines["jfb"]
     assert "85 ≈" not in text and "≈ top-1 within noise of the best run's 95 %" in text
-    assert seeds_table(rows) is None  # one seed each
+    assert tables.seeds_table(rows, TRAIN_KEYS) is None  # one seed each
 
 
 def test_summary_shows_the_median_residual_and_the_gradient_cosine():
@@ -194,7 +198,7 @@ def test_summary_shows_the_median_residual_and_the_gradient_cosine():
     rows[0] |= {"f_rel_residual_median_final": 4.5e-4, "f_rel_residual_final": 0.2}
     rows[0] |= {"grad_cosine_median": 0.99981, "grad_cosine_worst": 0.9}
     rows[1] |= {"f_rel_residual_median_final": 0.0022, "grad_cosine_median": 0.96437}
-    text = _text(train_table(rows))
+    text = _text(tables.train_table(rows, TRAIN_KEYS))
     header = text.splitlines()[1]
     assert "f res" in header and "grad cos" in header
     ift = next(ln for ln in text.splitlines() if " ift " in ln)
@@ -212,7 +216,7 @@ def test_summary_with_repeats_shows_mean_sd_and_n_per_configuration():
         {"gradient": "jfb", "seed": 1, "status": "error"},
         {"gradient": "jfb", "seed": 2, "eval_top1": 74.0, "step_ms_median": 9.0},
     )
-    text = _text(seeds_table(rows))
+    text = _text(tables.seeds_table(rows, TRAIN_KEYS))
     assert "over seeds: mean ± SD of the completed runs" in text
     ift = next(line for line in text.splitlines() if " ift " in line)
     jfb = next(line for line in text.splitlines() if " jfb " in line)
@@ -223,7 +227,7 @@ def test_summary_with_repeats_shows_mean_sd_and_n_per_configuration():
     assert "│ 2/3 " in jfb and "│ 72 ± 2.8 ≈ " in jfb and "│ 8.5 ± 0.71 " in jfb
     assert "≈ top-1 within noise of the best configuration's 82 %" in text
     # the per-run table keeps one row per run and marks nothing: the seeds table judges
-    assert "≈" not in _text(train_table(rows))
+    assert "≈" not in _text(tables.train_table(rows, TRAIN_KEYS))
 
 
 REPEATS = """

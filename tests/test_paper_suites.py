@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from deqbench import logging_tb, plugins
+from deqbench import plugins
 from deqbench.cli import main
-from deqbench.results import read_report
+from deqbench.report import tensorboard as logging_tb
+from deqbench.report.results import read_report
 from deqbench.testing import datasets as fixtures
 from deqbench.testing.train_toys import TrainToys
 
@@ -118,7 +119,7 @@ def test_shipped_suite_smoke_runs(name, cli, tmp_path):
 def test_train_memory_sweeps_ift_against_unrolled():
     """The memory suite's matrix is what its header promises: both backward modes at every
     iteration count and image size, plus the explicit baselines."""
-    from deqbench.suite import load_suite
+    from deqbench.suite.load import load_suite
 
     suite = load_suite(SUITES / "train-memory.toml")
     deq = [r for r in suite.runs if r.spec.model.name == "mdeq-cifar-tiny"]

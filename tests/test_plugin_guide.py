@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from deqbench import get_solver, plugins
-from deqbench.suite import load_suite
+from deqbench.suite.load import load_suite
 from deqbench.testing import check_solver, solver_conformance_params
 
 try:

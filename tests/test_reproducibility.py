@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from deqbench.results import read_report
+from deqbench.report.results import read_report
 
 #: Columns that measure the machine rather than the computation.
 MACHINE = {

@@ -14,8 +14,11 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from deqbench.settings import layer_defaults
 from deqbench.solvers.base import STOP_MODES, Fn, Solver
 from deqbench.stats import DEQStats
+
+_D = layer_defaults()  # a bare layer's settings, declared once in `deqbench.settings.DEQSpec`
 
 
 @dataclass(eq=False)
@@ -25,16 +28,17 @@ class GradContext:
     The ``b_*`` settings are the layer's backward defaults (``b_solver`` None: fixed-point);
     an estimator's own options may override them. The ``f_*`` settings and ``z0`` serve
     estimators that replace the forward solve (``unrolls_forward``). Statistics go to
-    ``stats``.
+    ``stats``. The settings are the layer's (`deqbench.DEQSettings`), resolved: the defaults
+    are a bare layer's, and ``b_stop_mode`` is never None.
     """
 
     z0: Tensor  #: (B, D) the detached starting state of the forward solve
-    f_max_iter: int = 30
-    f_tol: float = 1e-3
-    f_stop_mode: str = "rel"
-    b_max_iter: int = 30
-    b_tol: float = 1e-4
-    b_stop_mode: str = "rel"
+    f_max_iter: int = _D["f_max_iter"]
+    f_tol: float = _D["f_tol"]
+    f_stop_mode: str = _D["stop_mode"]
+    b_max_iter: int = _D["b_max_iter"]
+    b_tol: float = _D["b_tol"]
+    b_stop_mode: str = _D["stop_mode"]  # the layer's None (as the forward's) resolved
     b_solver: Solver | None = None
     stats: DEQStats = field(default_factory=DEQStats)
 

@@ -14,7 +14,8 @@ Both give the same traces, best iterates and statuses (tests run the two on the 
 
 The compiled loops do not check bounds, so every call a solver makes is checked first, in O(1)
 Python (shapes, dtypes, devices, the budget): a solver that breaks one of the monitor's rules
-gets a `MonitorMisuse` naming the rule, never a corrupted heap.
+gets a `MonitorMisuse` naming the rule, never a corrupted heap (the checks and the rules are in
+`deqbench.solvers.monitor_checks`).
 """
 
 from __future__ import annotations
@@ -27,35 +28,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deqbench.errors import DeqbenchError
 from deqbench.solvers import host_kernels
 from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, views
+from deqbench.solvers.monitor_checks import (
+    RULE_OBSERVE,
+    RULE_RETURN,
+    MonitorChecks,
+    MonitorMisuse,
+    describe,
+)
 from deqbench.solvers.result import _EPS, SolverResult
 from deqbench.solvers.workspace import Scratch
 
 Fn = Callable[[Tensor], Tensor]
 STOP_MODES = ("abs", "rel")
 
-# The rules of docs/writing-a-solver-plugin.md that a misuse breaks, as its message names them.
-RULE_OBSERVE = "rule 1: observe each evaluation of f, at the point f was called at"
-RULE_RETURN = "rule 1: return as soon as observe returns True"
-RULE_HOLD = "rule 2: hold diverged samples with hold_diverged(step, z), both like z0"
-
-
-class MonitorMisuse(DeqbenchError, ValueError):
-    """A solver used its `Monitor` against the rules of the solver guide (an iterate unlike
-    ``z0``, an evaluation past the budget, norms never written, ...). Raised before anything
-    reaches a compiled kernel; the message names the rule."""
-
-
-def _describe(t: object) -> str:
-    if isinstance(t, Tensor):
-        return f"a {tuple(t.shape)} {t.dtype} tensor on {t.device}"
-    return f"a {type(t).__name__}"
-
 
 @dataclass(eq=False)
-class Monitor:
+class Monitor(MonitorChecks):
     """Per-sample residuals, traces, best iterate and status, in preallocated buffers.
 
     ``observe(z, fz, g)`` with ``g = fz − z`` records one evaluation and answers "may the solve
@@ -85,7 +75,7 @@ class Monitor:
     def __post_init__(self) -> None:
         z0 = self.z0
         if not isinstance(z0, Tensor) or z0.dim() != 2:
-            raise ValueError(f"the monitor takes a flat (B, D) state, got {_describe(z0)}")
+            raise ValueError(f"the monitor takes a flat (B, D) state, got {describe(z0)}")
         if self.budget < 1:
             raise ValueError(f"budget must be >= 1, got {self.budget}")
         if self.stop_mode not in STOP_MODES:
@@ -174,38 +164,6 @@ class Monitor:
         if self.host:
             return self._observe_host(k, z)
         return self._observe_device(k, z)
-
-    def _check(self, method: str, name: str, t: Tensor) -> None:
-        """Raise `MonitorMisuse` unless ``t`` is a tensor of ``z0``'s shape, dtype and device."""
-        try:
-            ok = t.shape == self._shape and t.dtype == self._dtype and t.device == self._device
-        except (AttributeError, TypeError):  # not a tensor
-            ok = False
-        if not ok:
-            rule = RULE_HOLD if method == "hold_diverged" else RULE_OBSERVE
-            raise MonitorMisuse(
-                f"{method}: {name} must have z0's shape, dtype and device, {self._dims} "
-                f"{self._dtype} on {self._device}; got {_describe(t)} ({rule})"
-            )
-
-    def _view(self, name: str, t: Tensor) -> np.ndarray:
-        """``t`` (an argument of `observe`) as a NumPy view for a kernel, checked like `_check`
-        but on the view, which costs less than the tensor's attributes."""
-        try:
-            a = t.numpy()
-        except Exception:  # it requires grad (fine once detached), or it is unlike z0
-            self._check("observe", name, t)
-            a = t.detach().numpy()
-        if a.shape != self._dims or a.dtype != self._np_dtype:
-            self._check("observe", name, t)
-        return a
-
-    def _unwritten(self) -> MonitorMisuse:
-        return MonitorMisuse(
-            "observe_norms: monitor.norms holds no norms for this evaluation (a negative "
-            "value; the buffer starts at -1): write ‖f(z) − z‖ and ‖f(z)‖ into it first, or call "
-            f"observe(z, fz) ({RULE_OBSERVE})"
-        )
 
     def hold_diverged(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` (``(B, D)``), with the rows of diverged samples taken from ``old``.

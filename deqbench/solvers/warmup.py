@@ -1,5 +1,6 @@
 """Loads the built-in solvers' compiled kernels into this process: the run workers' forkserver
-imports it (`deqbench.worker.PRELOAD`), so that every worker forked from it starts with them
+imports it (`deqbench.execution.worker.PRELOAD`), so that every worker forked from it starts with
+them
 loaded, where reading them from numba's cache cost each solve run about a second.
 
 Tiny solves of each host solver in float32 and float64: their states are far below

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from deqbench.deq import DEQ, bind
-from deqbench.diagnostics import dense_jacobian
 from deqbench.gradients import IFT, JFB, GradientEstimator, Phantom, Unrolled
+from deqbench.measure.diagnostics import dense_jacobian
 from deqbench.plugins import get_gradient
 from deqbench.solvers.base import Fn
 from deqbench.state import pack

@@ -3,7 +3,8 @@ plugin: ``deqbench.plugins.reset_registry(("train-toys", TrainToys()))``.
 
 - ``tiny-deq``: flatten → a tanh DEQ cell of width ``dim`` → linear; ``set_unrolled`` runs
   ``unrolled_depth`` weight-tied steps instead. It records each training forward's mode in
-  ``modes`` (not the forwards of a gradient check, `deqbench.grad_check`); ``nan_at_step`` makes
+  ``modes`` (not the forwards of a gradient check, `deqbench.runs.train.grad_check`);
+  ``nan_at_step`` makes
   the logits NaN from that training forward on, and ``fail_at_step`` raises there (to test the
   runner's ``diverged`` and ``error`` rows). From that training forward on, ``oom_at_step``
   raises a simulated ``torch.OutOfMemoryError``, ``hang_at_step`` blocks for ever where no

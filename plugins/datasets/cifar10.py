@@ -40,8 +40,6 @@ STD = (0.2470, 0.2435, 0.2616)
 
 def _unpickle(path: Path) -> dict[str, Any]:
     """One batch file, keys as str (the official files are Python 2 pickles with bytes keys)."""
-    if not path.is_file():
-        raise DatasetError(f"cifar10: {path} is missing; expected {LAYOUT}")
     try:
         with open(path, "rb") as f:
             raw = pickle.load(f, encoding="bytes")
@@ -70,6 +68,23 @@ def _read_batches(folder: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
         labels.append(torch.from_numpy(target))
     return torch.cat(images), torch.cat(labels)
+
+
+def _check(root: str | os.PathLike | None, augment: Any, options: dict[str, Any]) -> Path:
+    """The batches folder, once the options are valid and every batch file is there (unread)."""
+    check_options("cifar10", options, ("augment",))
+    base = resolve_root("cifar10", root, "CIFAR10_ROOT", LAYOUT)
+    folder = base if (base / TEST_BATCHES[0]).exists() else base / FOLDER
+    if not folder.is_dir():
+        raise DatasetError(f"cifar10: {folder} is missing; expected {LAYOUT}")
+    if not isinstance(augment, bool):
+        raise ConfigError(
+            f"dataset 'cifar10': option augment must be true or false, got {augment!r}"
+        )
+    for name in (META, *TRAIN_BATCHES, *TEST_BATCHES):
+        if not (folder / name).is_file():
+            raise DatasetError(f"cifar10: {folder / name} is missing; expected {LAYOUT}")
+    return folder
 
 
 def transform(augment: bool, image_size: int = 32) -> v2.Compose:
@@ -113,16 +128,7 @@ class Cifar10(DataSource):
         augment: bool = False,
         **options: Any,
     ) -> None:
-        check_options("cifar10", options, ("augment",))
-        base = resolve_root("cifar10", root, "CIFAR10_ROOT", LAYOUT)
-        folder = base if (base / TEST_BATCHES[0]).exists() else base / FOLDER
-        if not folder.is_dir():
-            raise DatasetError(f"cifar10: {folder} is missing; expected {LAYOUT}")
-        self.root = folder
-        if not isinstance(augment, bool):
-            raise ConfigError(
-                f"dataset 'cifar10': option augment must be true or false, got {augment!r}"
-            )
+        self.root = folder = _check(root, augment, options)
         self.augment = augment
         self.image_size = int(image_size or 32)
         meta = _unpickle(folder / META)
@@ -142,6 +148,19 @@ class Cifar10(DataSource):
             train_split="train",
             eval_split="test",
         )
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        root: str | os.PathLike | None = None,
+        image_size: int | None = None,
+        augment: bool = False,
+        **options: Any,
+    ) -> None:
+        """Check the options and that every batch file is there, unpickling none
+        (`deqbench.data.check_source`)."""
+        _check(root, augment, options)
 
     def dataset(self, split: str) -> Dataset:
         check_split("cifar10", split, SPLITS)

@@ -136,7 +136,8 @@ def _size(size: tuple[int, int]) -> str:
 
 
 def _check_layout(root: Path, split: str) -> None:
-    """Every city folder of ``split`` has images, and every image its ``labelIds`` mask."""
+    """Every city folder of ``split`` has images, and every image its ``labelIds`` mask (file
+    names only: no image is opened)."""
     images = root / "leftImg8bit" / split
     labels = root / "gtFine" / split
     for folder in (images, labels):
@@ -170,6 +171,18 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def _check(
+    root: str | os.PathLike | None, crop_size: Any, options: dict[str, Any]
+) -> tuple[Path, tuple[int, int]]:
+    """The resolved root and training crop, once both splits' layout is checked (no image read)."""
+    check_options("cityscapes", options, ("crop_size",))
+    path = resolve_root("cityscapes", root, "CITYSCAPES_ROOT", LAYOUT)
+    crop = _pair(crop_size)
+    for split in SPLITS:
+        _check_layout(path, split)
+    return path, crop
+
+
 class Cityscapes(DataSource):
     """Cityscapes from ``root`` or ``CITYSCAPES_ROOT``.
 
@@ -189,12 +202,8 @@ class Cityscapes(DataSource):
         crop_size: int | Sequence[int] = (512, 1024),
         **options: Any,
     ) -> None:
-        check_options("cityscapes", options, ("crop_size",))
-        self.root = resolve_root("cityscapes", root, "CITYSCAPES_ROOT", LAYOUT)
-        self.crop_size = _pair(crop_size)
+        self.root, self.crop_size = _check(root, crop_size, options)
         self.base_height = int(image_size) if image_size else None
-        for split in SPLITS:
-            _check_layout(self.root, split)
         self.info = DatasetInfo(
             task="segmentation",
             num_classes=NUM_CLASSES,
@@ -203,6 +212,19 @@ class Cityscapes(DataSource):
             train_split="train",
             eval_split="val",
         )
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        root: str | os.PathLike | None = None,
+        image_size: int | None = None,
+        crop_size: int | Sequence[int] = (512, 1024),
+        **options: Any,
+    ) -> None:
+        """Check the options and both splits' layout, reading no image
+        (`deqbench.data.check_source`)."""
+        _check(root, crop_size, options)
 
     def dataset(self, split: str) -> Dataset:
         check_split("cityscapes", split, SPLITS)

@@ -25,6 +25,15 @@ SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
 
 
+def _check(image_size: int | None, options: dict[str, Any]) -> int:
+    """The image size, once it and the options are valid."""
+    check_options("digits", options, ("seed",))
+    size = int(image_size or 32)
+    if size < 8:
+        raise ConfigError(f"dataset 'digits': image_size must be >= 8, got {size}")
+    return size
+
+
 class Digits(DataSource):
     """scikit-learn's digits (10 classes, 1 channel). Options: ``seed`` of the split (default 0).
 
@@ -41,10 +50,7 @@ class Digits(DataSource):
         seed: int = 0,
         **options: Any,
     ) -> None:
-        check_options("digits", options, ("seed",))
-        self.image_size = int(image_size or 32)
-        if self.image_size < 8:
-            raise ConfigError(f"dataset 'digits': image_size must be >= 8, got {self.image_size}")
+        self.image_size = _check(image_size, options)
         images, labels = load_digits(return_X_y=True)
         index = np.arange(len(labels))
         train_idx, test_idx = train_test_split(
@@ -72,6 +78,18 @@ class Digits(DataSource):
             train_split="train",
             eval_split="test",
         )
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        root: str | os.PathLike | None = None,
+        image_size: int | None = None,
+        seed: int = 0,
+        **options: Any,
+    ) -> None:
+        """Check the options, loading nothing (`deqbench.data.check_source`)."""
+        _check(image_size, options)
 
     def dataset(self, split: str) -> Dataset:
         check_split("digits", split, SPLITS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,12 +55,37 @@ def eval_transform(image_size: int = 224) -> v2.Compose:
     )
 
 
+def _check(root: str | os.PathLike | None, options: dict[str, Any]) -> tuple[Path, list[str]]:
+    """The resolved root and its class folders, the same in both splits.
+
+    Lists directory names only (the split folders'), so it costs the same however many images.
+    """
+    check_options("imagenet", options, ())
+    root = resolve_root("imagenet", root, "IMAGENET_ROOT", LAYOUT)
+    classes = {}
+    for split in SPLITS:
+        folder = require_dir("imagenet", root / split, LAYOUT)
+        # ImageFolder's own rule: every subdirectory is a class, sorted by name.
+        classes[split] = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+        if not classes[split]:
+            raise DatasetError(f"imagenet: {folder} has no class folders; expected {LAYOUT}")
+    train, val = classes["train"], classes["val"]
+    if train != val:
+        only = sorted(set(train) ^ set(val))
+        raise DatasetError(
+            f"imagenet root {root}: train/ and val/ have different class folders "
+            f"(e.g. {', '.join(only[:3])}); expected {LAYOUT}"
+        )
+    return root, train
+
+
 class ImageNet(DataSource):
     """ImageNet (or any class-folder tree) from ``root`` or ``IMAGENET_ROOT``.
 
     The class count is the number of class folders, so a subset (e.g. 100 classes) works too.
     Both splits are scanned at construction: a missing split, an empty class folder or classes
-    that differ between the splits is reported before anything trains.
+    that differ between the splits is reported before anything trains. `check` reports all but
+    the empty class folder without listing any image.
     """
 
     task = "classification"  #: declared before any data is read: validation checks it
@@ -71,18 +97,9 @@ class ImageNet(DataSource):
         image_size: int | None = None,
         **options: Any,
     ) -> None:
-        check_options("imagenet", options, ())
-        self.root = resolve_root("imagenet", root, "IMAGENET_ROOT", LAYOUT)
+        self.root, self.classes = _check(root, options)
         self.image_size = int(image_size or 224)
         self._folders = {split: self._scan(split) for split in SPLITS}
-        train, val = self._folders["train"], self._folders["val"]
-        if train.classes != val.classes:
-            only = sorted(set(train.classes) ^ set(val.classes))
-            raise DatasetError(
-                f"imagenet root {self.root}: train/ and val/ have different class folders "
-                f"(e.g. {', '.join(only[:3])}); expected {LAYOUT}"
-            )
-        self.classes: list[str] = train.classes
         self.info = DatasetInfo(
             task="classification",
             num_classes=len(self.classes),
@@ -92,12 +109,20 @@ class ImageNet(DataSource):
             eval_split="val",
         )
 
+    @classmethod
+    def check(
+        cls, *, root: str | os.PathLike | None = None, image_size: int | None = None, **options: Any
+    ) -> None:
+        """Check the root, its splits and their class folders, reading no image
+        (`deqbench.data.check_source`)."""
+        _check(root, options)
+
     def _scan(self, split: str) -> ImageFolder:
-        folder = require_dir("imagenet", self.root / split, LAYOUT)
+        folder = self.root / split
         transform = train_transform if split == "train" else eval_transform
         try:
             return ImageFolder(folder, transform=transform(self.image_size), loader=open_image)
-        except FileNotFoundError as exc:  # no class folders, or a class folder without images
+        except FileNotFoundError as exc:  # a class folder without images
             raise DatasetError(f"imagenet: {folder}: {exc}; expected {LAYOUT}") from None
 
     def dataset(self, split: str) -> Dataset:

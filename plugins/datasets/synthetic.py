@@ -137,6 +137,14 @@ class Synthetic(DataSource):
             eval_split="val",
         )
 
+    @classmethod
+    def check(
+        cls, *, root: str | os.PathLike | None = None, image_size: int | None = None, **options: Any
+    ) -> None:
+        """Check the options (`deqbench.data.check_source`). Construction only checks them:
+        the splits are generated on first use, so this builds and drops an empty source."""
+        cls(root=root, image_size=image_size, **options)
+
     def _generate(self, split: str) -> TensorSplit:
         # Distinct streams per seed: 3·seed draws the classes' looks, 3·seed + 1 + i split i.
         looks = torch.Generator().manual_seed(3 * self.seed)

@@ -7,7 +7,7 @@ warm-up's L) from one config file of one repository, named in its `Variant.sourc
 
 - ``locuslab/mdeq`` at 20e8a40, the code of the MDEQ paper (NeurIPS 2020), for every variant
   it ships. Its parameter counts were measured on builds of those configs with that code, and
-  deqbench's counts equal them exactly (tests/test_mdeq_models.py).
+  deqbench's counts equal them exactly (tests/plugins/test_mdeq_models.py).
 - ``locuslab/deq`` (MDEQ-Vision, the later "v2" code) for ImageNet large alone: locuslab/mdeq's
   ``cls_mdeq_LARGE.yaml`` builds the 88–704, E = 6 network of its XL config (90,463,280
   parameters), so the 80–640, E = 5 "large" of 67.1M exists only there.

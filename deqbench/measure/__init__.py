@@ -1,0 +1,1 @@
+"""Measuring: wall-clock timing, memory and spectral diagnostics."""

@@ -1,0 +1,362 @@
+"""Training suites (``[suite] kind = "train"``): their schema, validation and expansion into runs.
+
+A training suite declares one base run (dataset, model, DEQ settings, recipe, evaluation) and
+varies it by dotted keys: ``[matrix]`` sweeps a cartesian product, each ``[[include]]`` adds one
+run beside it. Every run is validated as a whole file would be, and every registered name and
+option is checked, before anything trains. Errors are one `ConfigError` line naming the file,
+the key and what was expected.
+"""
+
+# pydantic copies the tables' mutable defaults per instance; ruff cannot see that `_Table`
+# (from another module) is a pydantic model.
+# ruff: noqa: RUF012
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import itertools
+import json
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError, create_model, model_validator
+
+from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
+from deqbench.plugins import Registry, get_registry
+from deqbench.settings import DEQSpec
+from deqbench.suite.duration import Duration
+from deqbench.suite.validation import Sweep, _Table, check_options, describe_validation, lookup
+
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class TrainSuiteInfo(_Table):
+    """The ``[suite]`` table of a training suite."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: Literal["train"]
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    repeats: PosInt = 1  #: each run repeated with seeds seed, seed + 1, ...
+    threads: PosInt | None = None  #: torch CPU threads; None: torch's own
+    isolate: bool = True  #: each run in its own worker process (`deqbench.execution.worker`)
+    timeout: Duration | None = None  #: a run's wall-time limit, e.g. "2h"; None: none
+    checkpoint: bool = True  #: checkpoint at each epoch end (and every checkpoint_every steps)
+    checkpoint_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: epoch ends only
+    keep_checkpoints: bool = False  #: checkpoint the finished run too, and keep it
+
+
+class DatasetTable(_Table):
+    """``[dataset]``: a registered dataset and how to load it."""
+
+    name: str
+    root: str = ""  #: "" lets the dataset find its data (environment variables, bundled)
+    image_size: PosInt | None = None
+    batch_size: PosInt = 64
+    eval_batch_size: PosInt | None = None  #: None: as batch_size
+    workers: Annotated[int, Field(ge=0)] = 0
+    options: dict[str, Any] = {}
+
+
+class ModelTable(_Table):
+    """``[model]``: a registered model and, optionally, a registered head."""
+
+    name: str
+    head: str = ""  #: "" keeps the model's own head
+    head_options: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+
+def _settings_table() -> type[_Table]:
+    """`DEQTable`, built from `deqbench.settings.DEQSpec`: the same fields, types and defaults."""
+    hints = typing.get_type_hints(DEQSpec, include_extras=True)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(DEQSpec):
+        # pydantic copies a mutable default per instance, so {} may stand for a dict factory
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        fields[f.name] = (hints[f.name], default)
+    doc = "``[deq]``: the fields of `deqbench.settings.DEQSpec` (ignored by explicit models)."
+    return create_model("DEQTable", __base__=_Table, __doc__=doc, __module__=__name__, **fields)
+
+
+DEQTable = _settings_table()
+
+
+class RecipeTable(_Table):
+    """``[recipe]``: optimizer, schedule, length, warm-up, clipping, precision."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    momentum: Annotated[float, Field(ge=0)] = 0.9
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    schedule: Literal["constant", "cosine", "poly", "step"] = "cosine"
+    schedule_options: dict[str, Any] = {}  #: poly: power; step: gamma, milestones
+    epochs: PosInt | None = None
+    steps: PosInt | None = None
+    unrolled_warmup_steps: Annotated[int, Field(ge=0)] = 0
+    grad_clip: Annotated[float, Field(ge=0)] = 0.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_length(self) -> RecipeTable:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of epochs or steps")
+        return self
+
+
+class EvalTable(_Table):
+    """``[eval]``: when to evaluate and on how much of the eval split, and when to check the
+    run's gradients against the exact implicit gradient (`deqbench.runs.train.grad_check`)."""
+
+    every_epochs: Annotated[int, Field(ge=0)] = 1  #: 0: only at the end
+    max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
+    grad_check: bool = True  #: check the last training step's gradient (implicit models)
+    grad_check_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: the last only
+
+
+class LoggingTable(_Table):
+    """``[logging]``: optional logs beside the report (`deqbench.report.tensorboard`)."""
+
+    tensorboard: bool = False  #: per-step scalars to ``<report>.tensorboard/run-NNN-…/``
+
+
+class TrainFile(_Table):
+    """A whole training-suite file (``matrix`` and ``include`` hold dotted-key overrides)."""
+
+    #: tables whose keys are dotted keys of the file (True: a sweep of values), for the
+    #: messages of ``--set`` (`deqbench.suite.overrides`)
+    dotted_tables: ClassVar[dict[str, bool]] = {"matrix": True, "include": False}
+
+    suite: TrainSuiteInfo
+    dataset: DatasetTable
+    model: ModelTable
+    deq: DEQTable = DEQTable()
+    recipe: RecipeTable
+    eval: EvalTable = EvalTable()
+    logging: LoggingTable = LoggingTable()
+    matrix: dict[str, Sweep] = {}
+    include: list[dict[str, Any]] = []
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run: the file as it applies to this run, and what defines it."""
+
+    index: int
+    spec: TrainFile  #: matrix/include values applied; ``matrix``/``include`` emptied
+    options: dict[str, Any]  #: the swept or included dotted keys and their values
+    seed: int
+    max_steps: int | None = None  #: the smoke cap (``--max-steps``); None: the recipe's length
+
+    @property
+    def label(self) -> str:
+        parts = [self.spec.model.name]
+        parts += [f"{k.split('.')[-1]}={v}" for k, v in self.options.items() if k != "model.name"]
+        if self.seed != self.spec.suite.seed:
+            parts.append(f"seed={self.seed}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class TrainSuite:
+    """A validated training suite and its runs."""
+
+    path: Path
+    spec: TrainFile
+    runs: tuple[TrainRun, ...]
+    kind: str = "train"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.suite.name
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_train_suite(
+    path: Path, data: dict[str, Any], registry: Registry | None = None
+) -> TrainSuite:
+    """Validate a parsed training-suite file (overrides already applied) and expand it."""
+    try:
+        spec = TrainFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation(exc, TrainFile)}") from None
+    for key in spec.matrix:
+        _check_dotted(key, f"matrix.{key}", path)
+    for i, entry in enumerate(spec.include):
+        if not entry:
+            raise ConfigError(f"{path}: include[{i}]: empty; give dotted keys, e.g. model.name")
+        for key in entry:
+            _check_dotted(key, f"include[{i}].{key}", path)
+    base = {k: v for k, v in data.items() if k not in ("matrix", "include")}
+    configs: list[tuple[str, dict[str, Any]]] = []
+    keys = list(spec.matrix)
+    for values in itertools.product(*spec.matrix.values()):
+        configs.append(("matrix", dict(zip(keys, values, strict=True))))
+    configs += [(f"include[{i}]", dict(entry)) for i, entry in enumerate(spec.include)]
+    registry = registry or get_registry()
+    runs: list[TrainRun] = []
+    checked: set[str] = set()
+    for where, options in configs:
+        run_data = copy.deepcopy(base)
+        for key, value in options.items():
+            _set_dotted(run_data, key, value)
+        try:
+            run_spec = TrainFile.model_validate(run_data)
+        except ValidationError as exc:
+            msg = describe_validation(exc, TrainFile)
+            raise ConfigError(f"{path}: {msg} (in the run of {where} {_json(options)})") from None
+        signature = run_spec.model_dump_json()
+        if signature not in checked:
+            checked.add(signature)
+            _check_plugins(run_spec, registry, path, f"{where} {_json(options)}" if options else "")
+        for r in range(spec.suite.repeats):
+            runs.append(TrainRun(len(runs), run_spec, options, spec.suite.seed + r))
+    if any(run.spec.logging.tensorboard for run in runs):
+        from deqbench.report.tensorboard import require_tensorboard
+
+        require_tensorboard(f"{path}: [logging] tensorboard")  # now, not when a run starts
+    return TrainSuite(path, spec, tuple(runs))
+
+
+def _json(options: Mapping[str, Any]) -> str:
+    return json.dumps(options, sort_keys=False, default=str)
+
+
+def _check_dotted(key: str, where: str, path: Path) -> None:
+    """A matrix/include key names a field of a table, or a key inside an options table."""
+    parts = key.split(".")
+    tables = {n: f for n, f in TrainFile.model_fields.items() if n not in ("matrix", "include")}
+    if parts[0] not in tables:
+        raise ConfigError(
+            f"{path}: {where}: unknown table {parts[0]!r}{did_you_mean(parts[0], tables)}"
+        )
+    table = tables[parts[0]].annotation
+    if len(parts) < 2:
+        raise ConfigError(f"{path}: {where}: give a key of the table, e.g. {parts[0]}.name")
+    fields = table.model_fields
+    if parts[1] not in fields:
+        hint = did_you_mean(parts[1], fields)
+        raise ConfigError(f"{path}: {where}: unknown key {parts[0]}.{parts[1]}{hint}")
+    is_dict = getattr(fields[parts[1]].annotation, "__origin__", None) is dict
+    if len(parts) > 2 and not is_dict:
+        raise ConfigError(f"{path}: {where}: {parts[0]}.{parts[1]} is not a table of options")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = copy.deepcopy(value)
+
+
+def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) -> None:
+    """Registered names exist, and options are ones their factories take."""
+
+    def fail(key: str, err: Exception | str) -> None:
+        suffix = f" (in the run of {where})" if where else ""
+        raise ConfigError(f"{path}: {key}: {err}{suffix}")
+
+    def find(kind: str, name: str, key: str) -> Any:
+        return lookup(registry, kind, name, key, fail)
+
+    dataset = find("datasets", spec.dataset.name, "dataset.name")
+    check_options(dataset, spec.dataset.options, "dataset.options", fail)
+    model = find("models", spec.model.name, "model.name")
+    check_options(model, spec.model.options, "model.options", fail)
+    # The model's task is its head's when the suite names one, else the model's own.
+    key, kind, name = "model.name", "model", spec.model.name
+    task = declared_task(model, spec.model.options)
+    if spec.model.head:
+        head = find("heads", spec.model.head, "model.head")
+        check_options(head, spec.model.head_options, "model.head_options", fail)
+        key, kind, name = "model.head", "head", spec.model.head
+        task = declared_task(head, spec.model.head_options)
+    data_task = declared_task(dataset, spec.dataset.options)
+    if task and data_task and task != data_task:  # known up front: refuse before any run
+        heads = [n for n in registry.names("heads") if _head_task(registry, n) == data_task]
+        hint = f'model.head = "{heads[0]}"' if heads else ""
+        fix = f"a {data_task} {kind}" + (f" ({'or ' * (kind == 'model')}{hint})" if hint else "")
+        fail(
+            key,
+            f"{kind} {name!r} is for {task}, but dataset {spec.dataset.name!r} is a "
+            f"{data_task} dataset; expected {fix}",
+        )
+    deq = spec.deq
+    for kind, name, options, key in (
+        ("solvers", deq.solver, deq.solver_options, "deq.solver"),
+        ("gradients", deq.gradient, deq.gradient_options, "deq.gradient"),
+        ("solvers", deq.b_solver, deq.b_solver_options, "deq.b_solver"),
+    ):
+        factory = find(kind, name, key)
+        check_options(factory, options, key.replace("solver", "solver_options"), fail, build=True)
+
+
+def declared_task(factory: Any, options: Mapping[str, Any]) -> str | None:
+    """The task ("classification" or "segmentation") that a registered model, head or dataset
+    factory declares for ``options``, before anything is built; None when it declares none
+    (then only the run finds a mismatch, `deqbench.runs.train.run.train_run`).
+
+    A factory with a ``task`` option declares it by that option (the synthetic dataset). Else
+    its ``task`` attribute does: a string, or a function of the options (a model whose
+    ``variant`` option picks its head). `Model`'s default ``task`` is no declaration: a model
+    class may take its task from the head it is given.
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "task" in params:
+        default = params["task"].default
+        task = options.get("task", None if default is inspect.Parameter.empty else default)
+        return task if isinstance(task, str) else None
+    owner = next((c for c in getattr(factory, "__mro__", ()) if "task" in vars(c)), None)
+    if owner is not None and owner.__module__ == "deqbench.models":
+        return None
+    task = getattr(factory, "task", None)
+    if callable(task):
+        try:
+            task = task(dict(options))
+        except Exception:  # a bad option: its own check (or the run) says so, not this one
+            return None
+    return task if isinstance(task, str) else None
+
+
+def _head_task(registry: Registry, name: str) -> str | None:
+    try:
+        return declared_task(registry.get("heads", name).obj, {})
+    except DeqbenchError:  # a head that does not import: no suggestion from it
+        return None
+
+
+# -- smoke runs -----------------------------------------------------------------------------------
+def smoke_train(
+    suite: TrainSuite, max_steps: int | None = None, max_eval_batches: int | None = None
+) -> TrainSuite:
+    """The same suite as a smoke run: at most ``max_steps`` training steps and
+    ``max_eval_batches`` eval batches per run. The unrolled warm-up is capped at half the steps,
+    so a smoke run still switches to equilibrium mode."""
+    runs = []
+    for run in suite.runs:
+        spec = run.spec
+        if max_eval_batches:
+            current = spec.eval.max_batches
+            capped = min(current, max_eval_batches) if current else max_eval_batches
+            spec = spec.model_copy(
+                update={"eval": spec.eval.model_copy(update={"max_batches": capped})}
+            )
+        if max_steps:
+            warmup = min(spec.recipe.unrolled_warmup_steps, max_steps // 2)
+            recipe = spec.recipe.model_copy(update={"unrolled_warmup_steps": warmup})
+            spec = spec.model_copy(update={"recipe": recipe})
+        runs.append(dataclasses.replace(run, spec=spec, max_steps=max_steps or run.max_steps))
+    return dataclasses.replace(suite, runs=tuple(runs))
