@@ -120,6 +120,19 @@ class EvalTable(_Table):
     max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
     grad_check: bool = True  #: check the last training step's gradient (implicit models)
     grad_check_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: the last only
+    # The forward solve at evaluation, when it differs from training's (test-time compute);
+    # None keeps the [deq] setting.
+    solver: str | None = None
+    solver_options: dict[str, Any] = {}  #: with ``solver`` only
+    f_max_iter: PosInt | None = None
+    f_tol: Annotated[float, Field(gt=0)] | None = None
+    stop_mode: Literal["abs", "rel"] | None = None
+
+    def deq_settings(self) -> dict[str, Any]:
+        """The DEQ settings evaluation overrides (`deqbench.deq.DEQ.overridden`'s names)."""
+        names = ("solver", "f_max_iter", "f_tol", "stop_mode")
+        out = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return out | ({"solver_options": dict(self.solver_options)} if self.solver else {})
 
 
 class LoggingTable(_Table):
@@ -299,6 +312,11 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
     ):
         factory = find(kind, name, key)
         check_options(factory, options, key.replace("solver", "solver_options"), fail, build=True)
+    if spec.eval.solver:
+        factory = find("solvers", spec.eval.solver, "eval.solver")
+        check_options(factory, spec.eval.solver_options, "eval.solver_options", fail, build=True)
+    elif spec.eval.solver_options:
+        fail("eval.solver_options", "options of an evaluation solver: give eval.solver too")
 
 
 def declared_task(factory: Any, options: Mapping[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from deqbench import plugins
+from deqbench.errors import ConfigError
 from deqbench.execution.runner import run_suite
 from deqbench.hookspecs import hookimpl
 from deqbench.report.results import read_report
@@ -205,3 +207,28 @@ def test_segmentation_run_reports_miou_and_pixel_accuracy(toys, tmp_path):
     assert m["status"] == "completed", m
     assert 0 <= m["eval_miou"] <= 100 and 0 <= m["eval_pixel_acc"] <= 100
     assert "eval_top1" not in m and m["eval_loss"] > 0
+
+
+def test_evaluation_solves_with_its_own_settings(toys, tmp_path):
+    """``[eval]`` may set the forward solve of evaluation apart from training's (test-time
+    compute): training's steps stay the same, and each evaluation forward stops at its own cap."""
+    path = suite_file(tmp_path, "", steps=2)
+    base = train_run(load_suite(path).runs[0], CPU)
+    capped_run = load_suite(path, ["eval.f_max_iter=1", 'eval.solver="fixed-point"']).runs[0]
+    capped = train_run(capped_run, CPU)
+    assert [r["loss"] for r in capped.steps] == [r["loss"] for r in base.steps]
+    assert capped.metrics["eval_nfe_mean"] == 1 < base.metrics["eval_nfe_mean"]
+    assert capped.metrics["eval_loss"] != base.metrics["eval_loss"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('eval.solver="andersn"', "eval.solver: unknown solver 'andersn'; did you mean 'anderson'"),
+        ("eval.solver_options={m=3}", "eval.solver_options: options of an evaluation solver"),
+        ("eval.f_max_iter=0", "eval.f_max_iter: input should be greater than or equal to 1"),
+    ],
+)
+def test_evaluation_solver_settings_are_validated(toys, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_suite(suite_file(tmp_path, "", steps=2), [override])

@@ -264,19 +264,24 @@ def evaluate(
     residuals: list[Tensor] = []  #: each sample's relative residual, kept on the device
     traces: list[dict[str, Any]] = []
     limit = settings.eval_max_batches
-    for i, (x, y) in enumerate(loader):
-        if limit and i >= limit:
-            break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, settings.precision):
-            logits = model(x)
-        meter.update(logits.float(), y)
-        stats = model.stats
-        if stats is not None and stats.forward is not None:
-            nfes.append(stats.forward.nfe)
-            residuals.append(stats.forward.result.rel_residual)
-            if i == 0:
-                traces = trace_rows(settings.run, stats.forward.result)
+    # [eval]'s own solver settings, where it sets any (test-time compute; implicit models only)
+    solving = contextlib.nullcontext()
+    if settings.eval_deq:
+        solving = model.deq.overridden(**settings.eval_deq)
+    with solving:
+        for i, (x, y) in enumerate(loader):
+            if limit and i >= limit:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device, settings.precision):
+                logits = model(x)
+            meter.update(logits.float(), y)
+            stats = model.stats
+            if stats is not None and stats.forward is not None:
+                nfes.append(stats.forward.nfe)
+                residuals.append(stats.forward.result.rel_residual)
+                if i == 0:
+                    traces = trace_rows(settings.run, stats.forward.result)
     model.set_unrolled(was_unrolled)
     model.train(was_training)
     meter.reduce(dist)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deqbench.suite.train import TrainRun
 
@@ -21,6 +22,7 @@ class LoopSettings:
     grad_clip: float  #: clip the gradient norm to this; 0: no clipping
     eval_every: int  #: evaluate every this many epochs; 0: only at the end
     eval_max_batches: int  #: per rank; 0: the whole split
+    eval_deq: dict[str, Any]  #: the DEQ settings evaluation overrides (``[eval] solver``…)
     grad_check: bool  #: check gradients against the exact one (implicit models)
     grad_check_every: int  #: also every N steps; 0: the last only
     checkpoint: Path | None  #: where to checkpoint; None: never
@@ -52,6 +54,7 @@ class LoopSettings:
             grad_clip=recipe.grad_clip,
             eval_every=evaluation.every_epochs,
             eval_max_batches=evaluation.max_batches,
+            eval_deq=evaluation.deq_settings() if implicit else {},
             grad_check=implicit and evaluation.grad_check,
             grad_check_every=evaluation.grad_check_every,
             checkpoint=checkpoint if suite.checkpoint else None,
