@@ -23,9 +23,9 @@ def load_suite(
     registry = registry or get_registry()
     data = read_suite_file(path)
     for item in overrides:  # an earlier override may have changed the kind
-        kind = _lookup(registry, _kind(data), path, quiet=True) or _lookup(
-            registry, DEFAULT_KIND, path
-        )
+        name = _kind(data)  # an unknown one is refused below; till then, the default's schema
+        known = isinstance(name, str) and name in registry.names("run_kinds")
+        kind = registry.get("run_kinds", name if known else DEFAULT_KIND).obj
         apply_override(data, item, path, kind.schema)
     return _lookup(registry, _kind(data), path).load(path, data, registry)
 
@@ -36,12 +36,9 @@ def _kind(data: dict[str, Any]) -> Any:
     return info.get("kind", DEFAULT_KIND) if isinstance(info, dict) else DEFAULT_KIND
 
 
-def _lookup(registry: Registry, name: Any, path: Path, quiet: bool = False) -> Any:
-    """The registered kind of run ``name``; unknown, a `ConfigError` with "did you mean" (or
-    None when ``quiet``)."""
+def _lookup(registry: Registry, name: Any, path: Path) -> Any:
+    """The registered kind of run ``name``; unknown, a `ConfigError` with "did you mean"."""
     names = registry.names("run_kinds")
     if isinstance(name, str) and name in names:
         return registry.get("run_kinds", name).obj
-    if quiet:
-        return None
     raise ConfigError(f"{path}: suite.kind: unknown kind {name!r}{did_you_mean(str(name), names)}")

@@ -104,7 +104,7 @@ class TrainKind(RunKind):
             key, ds = source_key(run), run.spec.dataset
             here = not run.spec.suite.isolate or dist.enabled
             if sources.get(key) is not None or (key in sources and not here):
-                continue  # built already, or checked and only workers build it
+                continue  # built already, or checked already and only workers build it
             factory = get_registry().get("datasets", ds.name).obj
             if here:
                 sources[key] = factory(root=ds.root or None, image_size=ds.image_size, **ds.options)
@@ -126,21 +126,18 @@ class TrainKind(RunKind):
         from deqbench.execution.checkpoint import checkpoint_path
         from deqbench.runs.train.run import train_run
 
-        run, dist = job.run, job.dist
-        info = run.spec.suite
-        ckpt = checkpoint_path(job.report, run.index) if info.checkpoint else None
-        kwargs: dict[str, Any] = {}
-        if not job.in_worker:  # no worker to kill at the deadline: the loop checks it
-            kwargs = dict(source=(job.shared or {}).get(source_key(run)), timeout_s=info.timeout)
-            kwargs["dist"] = dist
+        run, dist, info = job.run, job.dist, job.run.spec.suite
+        here = not job.in_worker  # a worker builds its own source, and is killed at its timeout
         result = train_run(
             run,
             job.device,
-            observer=job.observer if dist is None or dist.is_main else None,
+            observer=job.observer if dist.is_main else None,
+            source=job.shared.get(source_key(run)) if here else None,
             report=job.report,
-            checkpoint=ckpt,
+            dist=dist,
+            checkpoint=checkpoint_path(job.report, run.index) if info.checkpoint else None,
             resume=job.resume,
-            **kwargs,
+            timeout_s=info.timeout if here else None,  # in this process the loop checks it
         )
         companions = {"steps.csv": result.steps, "traces.csv": result.traces}
         return RunOutput(result.metrics, companions)
