@@ -17,7 +17,7 @@ from deqbench.gradients.base import GradContext
 from deqbench.gradients.regularization import PROBES
 from deqbench.models import DEQSettings
 from deqbench.settings import DEQSpec, layer_defaults
-from deqbench.suite.train import DEQTable
+from deqbench.suite.train_tables import DEQTable
 from deqbench.testing import ToyCell
 
 NAMES = [f.name for f in dataclasses.fields(DEQSettings)]

@@ -7,10 +7,6 @@ option is checked, before anything trains. Errors are one `ConfigError` line nam
 the key and what was expected.
 """
 
-# pydantic copies the tables' mutable defaults per instance; ruff cannot see that `_Table`
-# (from another module) is a pydantic model.
-# ruff: noqa: RUF012
-
 from __future__ import annotations
 
 import copy
@@ -18,145 +14,19 @@ import dataclasses
 import inspect
 import itertools
 import json
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, create_model, model_validator
+from pydantic import ValidationError
 
 from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
 from deqbench.plugins import Registry, get_registry
-from deqbench.settings import DEQSpec
-from deqbench.suite.duration import Duration
-from deqbench.suite.validation import Sweep, _Table, check_options, describe_validation, lookup
-
-PosInt = Annotated[int, Field(ge=1)]
-
-
-class TrainSuiteInfo(_Table):
-    """The ``[suite]`` table of a training suite."""
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    kind: Literal["train"]
-    description: str = ""
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    repeats: PosInt = 1  #: each run repeated with seeds seed, seed + 1, ...
-    threads: PosInt | None = None  #: torch CPU threads; None: torch's own
-    isolate: bool = True  #: each run in its own worker process (`deqbench.execution.worker`)
-    timeout: Duration | None = None  #: a run's wall-time limit, e.g. "2h"; None: none
-    checkpoint: bool = True  #: checkpoint at each epoch end (and every checkpoint_every steps)
-    checkpoint_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: epoch ends only
-    keep_checkpoints: bool = False  #: checkpoint the finished run too, and keep it
-
-
-class DatasetTable(_Table):
-    """``[dataset]``: a registered dataset and how to load it."""
-
-    name: str
-    root: str = ""  #: "" lets the dataset find its data (environment variables, bundled)
-    image_size: PosInt | None = None
-    batch_size: PosInt = 64
-    eval_batch_size: PosInt | None = None  #: None: as batch_size
-    workers: Annotated[int, Field(ge=0)] = 0
-    options: dict[str, Any] = {}
-
-
-class ModelTable(_Table):
-    """``[model]``: a registered model and, optionally, a registered head."""
-
-    name: str
-    head: str = ""  #: "" keeps the model's own head
-    head_options: dict[str, Any] = {}
-    options: dict[str, Any] = {}
-
-
-def _settings_table() -> type[_Table]:
-    """`DEQTable`, built from `deqbench.settings.DEQSpec`: the same fields, types and defaults."""
-    hints = typing.get_type_hints(DEQSpec, include_extras=True)
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(DEQSpec):
-        # pydantic copies a mutable default per instance, so {} may stand for a dict factory
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        fields[f.name] = (hints[f.name], default)
-    doc = "``[deq]``: the fields of `deqbench.settings.DEQSpec` (ignored by explicit models)."
-    return create_model("DEQTable", __base__=_Table, __doc__=doc, __module__=__name__, **fields)
-
-
-DEQTable = _settings_table()
-
-
-class RecipeTable(_Table):
-    """``[recipe]``: optimizer, schedule, length, warm-up, clipping, precision."""
-
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-    momentum: Annotated[float, Field(ge=0)] = 0.9
-    nesterov: bool = False
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    schedule: Literal["constant", "cosine", "poly", "step"] = "cosine"
-    schedule_options: dict[str, Any] = {}  #: poly: power; step: gamma, milestones
-    epochs: PosInt | None = None
-    steps: PosInt | None = None
-    unrolled_warmup_steps: Annotated[int, Field(ge=0)] = 0
-    grad_clip: Annotated[float, Field(ge=0)] = 0.0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-    @model_validator(mode="after")
-    def _one_length(self) -> RecipeTable:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give exactly one of epochs or steps")
-        return self
-
-
-class EvalTable(_Table):
-    """``[eval]``: when to evaluate and on how much of the eval split, and when to check the
-    run's gradients against the exact implicit gradient (`deqbench.runs.train.grad_check`)."""
-
-    every_epochs: Annotated[int, Field(ge=0)] = 1  #: 0: only at the end
-    max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
-    grad_check: bool = True  #: check the last training step's gradient (implicit models)
-    grad_check_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: the last only
-    # The forward solve at evaluation, when it differs from training's (test-time compute);
-    # None keeps the [deq] setting.
-    solver: str | None = None
-    solver_options: dict[str, Any] = {}  #: with ``solver`` only
-    f_max_iter: PosInt | None = None
-    f_tol: Annotated[float, Field(gt=0)] | None = None
-    stop_mode: Literal["abs", "rel"] | None = None
-
-    def deq_settings(self) -> dict[str, Any]:
-        """The DEQ settings evaluation overrides (`deqbench.deq.DEQ.overridden`'s names)."""
-        names = ("solver", "f_max_iter", "f_tol", "stop_mode")
-        out = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        return out | ({"solver_options": dict(self.solver_options)} if self.solver else {})
-
-
-class LoggingTable(_Table):
-    """``[logging]``: optional logs beside the report (`deqbench.report.tensorboard`)."""
-
-    tensorboard: bool = False  #: per-step scalars to ``<report>.tensorboard/run-NNN-…/``
-
-
-class TrainFile(_Table):
-    """A whole training-suite file (``matrix`` and ``include`` hold dotted-key overrides)."""
-
-    #: tables whose keys are dotted keys of the file (True: a sweep of values), for the
-    #: messages of ``--set`` (`deqbench.suite.overrides`)
-    dotted_tables: ClassVar[dict[str, bool]] = {"matrix": True, "include": False}
-
-    suite: TrainSuiteInfo
-    dataset: DatasetTable
-    model: ModelTable
-    deq: DEQTable = DEQTable()
-    recipe: RecipeTable
-    eval: EvalTable = EvalTable()
-    logging: LoggingTable = LoggingTable()
-    matrix: dict[str, Sweep] = {}
-    include: list[dict[str, Any]] = []
+from deqbench.suite.train_tables import (
+    TrainFile,
+)
+from deqbench.suite.validation import check_options, describe_validation, lookup
 
 
 @dataclass(frozen=True)

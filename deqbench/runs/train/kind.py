@@ -12,7 +12,8 @@ from deqbench.report.schema import FAILED, Metric, Row, RunStatus
 from deqbench.report.traces import TRACE_COLUMNS
 from deqbench.runs.kind import Job, RunKind, RunOutput
 from deqbench.runs.train.columns import STEP_COLUMNS, TRAIN_COLUMNS
-from deqbench.suite.train import TrainFile, TrainSuite, load_train_suite, smoke_train
+from deqbench.suite.train import TrainSuite, load_train_suite, smoke_train
+from deqbench.suite.train_tables import TrainFile
 
 #: Identity columns of a training report: the run's declared recipe and its smoke cap.
 TRAIN_KEYS = (
