@@ -2,8 +2,8 @@
 
 `DEQSpec` is the one declaration: a model's ``deq`` (`deqbench.DEQSettings`, which adds
 ``build``) is one, a training suite's ``[deq]`` table
-(`deqbench.suite.train_tables.DEQTable`) is built from its fields, and the keywords of `deqbench.deq.DEQ` and the defaults of
-`deqbench.gradients.GradContext` come from it.
+(`deqbench.suite.train_tables.DEQTable`) is built from its fields, and the keywords of
+`deqbench.deq.DEQ` and the defaults of `deqbench.gradients.GradContext` come from it.
 
 Torch-free, so validating a suite stays fast and the layer can take its defaults from here.
 """
