@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "DEQSettings": "deqbench.models",
     "Model": "deqbench.models",
     "spectral_radius": "deqbench.measure.diagnostics",
+    "path_independence": "deqbench.measure.path_independence",
     "ConfigError": "deqbench.errors",
     "DeqbenchError": "deqbench.errors",
     "PluginConflictError": "deqbench.errors",
@@ -41,6 +42,8 @@ _LAZY: dict[str, str] = {
     "get_registry": "deqbench.plugins",
     "get_solver": "deqbench.plugins",
     "Fn": "deqbench.solvers.base",
+    "InverseJacobian": "deqbench.solvers",
+    "LowRankInverse": "deqbench.solvers",
     "Monitor": "deqbench.solvers",
     "MonitorMisuse": "deqbench.solvers",
     "Solver": "deqbench.solvers",
@@ -73,11 +76,20 @@ if TYPE_CHECKING:
     from deqbench.hookspecs import hookimpl
     from deqbench.measure.diagnostics import spectral_radius
     from deqbench.measure.memory import SavedTensorsMeter
+    from deqbench.measure.path_independence import path_independence
     from deqbench.models import DEQSettings, Model
     from deqbench.plugins import get_cell, get_gradient, get_registry, get_solver
     from deqbench.report.schema import RunStatus
     from deqbench.runs.kind import Job, RunKind, RunOutput
-    from deqbench.solvers import Monitor, MonitorMisuse, Solver, SolverResult, Status
+    from deqbench.solvers import (
+        InverseJacobian,
+        LowRankInverse,
+        Monitor,
+        MonitorMisuse,
+        Solver,
+        SolverResult,
+        Status,
+    )
     from deqbench.solvers.base import Fn
     from deqbench.state import StateSpec, pack, unpack
     from deqbench.stats import DEQStats, SolveStats
@@ -112,7 +124,9 @@ __all__ = [
     "Fn",
     "GradContext",
     "GradientEstimator",
+    "InverseJacobian",
     "Job",
+    "LowRankInverse",
     "Model",
     "Monitor",
     "MonitorMisuse",
@@ -136,6 +150,7 @@ __all__ = [
     "hookimpl",
     "load_checkpoint",
     "pack",
+    "path_independence",
     "run_isolated",
     "save_checkpoint",
     "spectral_radius",

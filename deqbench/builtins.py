@@ -38,6 +38,16 @@ GRADIENTS: tuple[tuple[str, str, str], ...] = (
         "exact implicit gradient: solves g = Jᵀg + v with any registered solver",
     ),
     ("jfb", f"{_G}.jfb:JFB", "Jacobian-free: the gradient passes through one application of f"),
+    (
+        "shine",
+        f"{_G}.shine:SHINE",
+        "applies the forward solver's inverse-Jacobian estimate (SHINE; broyden forward)",
+    ),
+    (
+        "refine",
+        f"{_G}.refine:Refine",
+        "ift warm-started from shine's or jfb's estimate, capped (5 steps by default)",
+    ),
     ("phantom", f"{_G}.phantom:Phantom", "k damped unrolled steps from z* (options k, tau)"),
     (
         "unrolled",

@@ -308,7 +308,8 @@ def compare(
     help="Folder for the PNGs (default: REPORT-plots/ beside the report).",
 )
 def plot(report: Path, out_dir: Path | None) -> None:
-    """Draw a report as PNGs: accuracy, memory, convergence traces, training loss."""
+    """Draw a report as PNGs: accuracy, memory, convergence traces, training loss, accuracy
+    against evaluation NFE ([eval] sweep)."""
     from deqbench.report.plot import plot_report
 
     out_dir = out_dir or report.with_name(report.stem + "-plots")

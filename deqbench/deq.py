@@ -9,7 +9,7 @@ iterates never enter the autograd graph, so training memory does not grow with i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +18,12 @@ from torch import Tensor, nn
 
 from deqbench.cell import Cell
 from deqbench.errors import DeqbenchError
-from deqbench.gradients.base import GradContext, GradientEstimator
+from deqbench.gradients.base import GradContext, GradientEstimator, check_pairing
 from deqbench.gradients.regularization import PROBES, jacobian_penalty
 from deqbench.plugins import get_gradient, get_solver
 from deqbench.settings import layer_defaults
 from deqbench.solvers.base import STOP_MODES, Fn, Solver
+from deqbench.solvers.trajectory import IterateRecorder, Trajectory
 from deqbench.state import State, StateSpec, pack, unpack
 from deqbench.stats import DEQStats
 
@@ -107,6 +108,18 @@ def _resolve(kind: str, value: Any, options: dict[str, Any] | None, base: type) 
     return value
 
 
+#: Where a solve starts instead of ``init_state``'s: ``init(z0, bound) -> (B, D)`` (`DEQ.init`).
+Init = Callable[[Tensor, BoundCell], Tensor]
+
+
+def _start(init: Init, bound: BoundCell) -> Tensor:
+    z0 = init(bound.z0, bound)
+    if not isinstance(z0, Tensor) or z0.shape != bound.z0.shape:
+        got = tuple(z0.shape) if isinstance(z0, Tensor) else type(z0).__name__
+        raise ValueError(f"DEQ.init must return a {tuple(bound.z0.shape)} start, got {got}")
+    return z0.detach().to(bound.z0.dtype)
+
+
 #: The keywords' defaults, from the settings' one declaration (`deqbench.settings.DEQSpec`).
 _D = layer_defaults()
 
@@ -165,6 +178,7 @@ class DEQ(nn.Module):
         self.gradient: GradientEstimator = _resolve(
             "gradient", gradient, gradient_options, GradientEstimator
         )
+        check_pairing(self.solver, self.gradient)  # shine needs a solver's inverse estimate
         if f_max_iter < 1 or b_max_iter < 1:
             raise ValueError("f_max_iter and b_max_iter must be >= 1")
         b_stop_mode = stop_mode if b_stop_mode is None else b_stop_mode
@@ -185,12 +199,25 @@ class DEQ(nn.Module):
         self.stats = DEQStats()
         self._jac_credit = 0.0  # accumulates jac_reg_freq; a penalty is due at each whole unit
         self.overriding = False  #: inside `overridden`: a side computation, not a model step
+        #: k > 0: training forwards sample k points of the solve into `trajectory` (the
+        #: fixed-point correction, `deqbench.solvers.trajectory`); 0: none, at no cost
+        self.keep_iterates = 0
+        self.trajectory: Trajectory | None = None
+        #: None: each solve starts at the cell's ``init_state``. Else ``init(z0, bound)`` maps that
+        #: default (B, D) start (and the `BoundCell`) to the start to use instead, e.g. another
+        #: input's equilibrium (`deqbench.measure.path_independence`); set it with `overridden`.
+        self.init: Init | None = None
 
     def forward(self, x: Tensor) -> State:
         attach = torch.is_grad_enabled() and (self.training or self.keep_graph_in_eval)
         with torch.set_grad_enabled(attach):  # a detached answer needs no injection graph
             bound = bind(self.cell, x)
+        if self.init is not None:  # another start than init_state's (overridden(init=...))
+            bound.z0 = _start(self.init, bound)
         stats = self.stats = DEQStats()
+        f, recorder = bound.f, None
+        if self.keep_iterates and attach and self.training and not self.overriding:
+            f = recorder = IterateRecorder(bound.f, self.keep_iterates, self.f_max_iter)
         ctx = GradContext(
             z0=bound.z0,
             f_max_iter=self.f_max_iter,
@@ -203,34 +230,44 @@ class DEQ(nn.Module):
             stats=stats,
         )
         if attach and self.gradient.unrolls_forward:
-            out = self.gradient(bound.f, None, ctx)
+            out = self.gradient(f, None, ctx)
             z_star = out.detach()
         else:
+            # Only an estimator that reuses it makes the solver keep its inverse estimate (an
+            # evaluation solver that offers none is fine: no estimator runs then).
+            keep = {}
+            if attach and self.gradient.needs_inverse:
+                check_pairing(self.solver, self.gradient)
+                keep = {"keep_inverse": True}
             result = self.solver(
-                bound.f,
+                f,
                 bound.z0,
                 max_iter=self.f_max_iter,
                 tol=self.f_tol,
                 stop_mode=self.stop_mode,
+                **keep,
             )
             stats.record_forward(result)
             z_star = result.z
+            ctx.inverse = result.inverse
             out = self.gradient(bound.f, z_star, ctx) if attach else z_star
         if attach and self.training and self._jac_reg_due():
             stats.jac_loss = jacobian_penalty(
                 bound.f, z_star, n_samples=self.jac_reg_samples, dist=self.jac_reg_probe
             )
+        self.trajectory = recorder.trajectory(bound.spec) if recorder is not None else None
         return unpack(out, bound.spec)
 
     @contextlib.contextmanager
     def overridden(self, **settings: Any) -> Iterator[DEQ]:
         """Inside the block, solve and differentiate with other ``settings`` (the constructor's
         names: ``solver``, ``gradient`` and ``b_solver`` as names or instances, with their
-        ``*_options``; the caps, tolerances and stop modes) and compute no Jacobian penalty.
+        ``*_options``; the caps, tolerances and stop modes; ``init``, where solves start, see
+        the attribute) and compute no Jacobian penalty.
         Afterwards the layer is as before, ``stats`` and the penalty's schedule included.
         Training runs check their gradients against exact ones with it."""
         resolved = {"solver": Solver, "gradient": GradientEstimator, "b_solver": Solver}
-        plain = ("f_max_iter", "f_tol", "b_max_iter", "b_tol", "stop_mode", "b_stop_mode")
+        plain = ("f_max_iter", "f_tol", "b_max_iter", "b_tol", "stop_mode", "b_stop_mode", "init")
         known = {*resolved, *plain, *(f"{name}_options" for name in resolved)}
         if unknown := sorted(set(settings) - known):
             raise TypeError(f"DEQ.overridden: unknown settings {', '.join(unknown)}")

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from deqbench.deq import DEQ
 from deqbench.errors import CheckpointError
 from deqbench.settings import DEQSpec
+from deqbench.state import State
 from deqbench.stats import DEQStats
 
 TASKS = ("classification", "segmentation")
@@ -90,6 +91,15 @@ class Model(nn.Module):
     def set_unrolled(self, unrolled: bool) -> None:
         """Switch between the unrolled warm-up mode and equilibrium mode (no-op if explicit).
         Evaluation always runs in equilibrium mode whatever this says."""
+
+    def head_logits(self, state: State, x: Tensor) -> Tensor:
+        """The logits ``forward(x)`` returns when its DEQ layer returns ``state``: what follows
+        the layer (head, upsampling). The fixed-point correction loss needs it
+        (`deqbench.runs.train.correction`); models without it refuse that loss."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not map a DEQ state to logits: override "
+            "Model.head_logits(state, x) to train it with fixed-point correction (recipe.fpc_k)"
+        )
 
     def jac_reg_loss(self) -> Tensor | float:
         """The weighted Jacobian penalty of the last forward, to add to the loss (0.0 if none)."""

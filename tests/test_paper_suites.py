@@ -53,6 +53,12 @@ CASES = {
         ["mdeq-cifar-tiny", "mdeq-cifar-large"],
         "eval_top1",
     ),
+    "backward": (
+        lambda root: fixtures.make_cifar10(root, n=4),
+        [*SMALL, *FEW_ITERS, "model.name=mdeq-cifar-tiny"],
+        ["mdeq-cifar-tiny"] * 5,
+        "eval_top1",
+    ),
     "cityscapes": (
         lambda root: fixtures.make_cityscapes(root, n=2, size=(32, 64)),
         [*SMALL, *FEW_ITERS, "dataset.options.crop_size=[16, 32]"],

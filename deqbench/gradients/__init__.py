@@ -1,7 +1,7 @@
 """Gradient estimators: the interface and the built-ins (registered in `deqbench.builtins`)."""
 
 from deqbench.builtins import GRADIENTS, resolved
-from deqbench.gradients.base import GradContext, GradientEstimator
+from deqbench.gradients.base import GradContext, GradientEstimator, check_pairing
 from deqbench.gradients.ift import IFT
 from deqbench.gradients.jfb import JFB
 from deqbench.gradients.phantom import Phantom
@@ -12,6 +12,8 @@ from deqbench.gradients.reference import (
     parameter_gradient,
     reference_gradient,
 )
+from deqbench.gradients.refine import Refine
+from deqbench.gradients.shine import SHINE
 from deqbench.gradients.unrolled import Unrolled
 
 #: (name, class, description) of the estimators the core registers through its own hooks; the
@@ -22,12 +24,15 @@ __all__ = [
     "BUILTIN",
     "IFT",
     "JFB",
+    "SHINE",
     "CellGradient",
     "GradContext",
     "GradientAgreement",
     "GradientEstimator",
     "Phantom",
+    "Refine",
     "Unrolled",
+    "check_pairing",
     "gradient_agreement",
     "parameter_gradient",
     "reference_gradient",

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from deqbench.settings import layer_defaults
 from deqbench.solvers.base import STOP_MODES, Fn, Solver
+from deqbench.solvers.inverse import InverseJacobian
 from deqbench.stats import DEQStats
 
 _D = layer_defaults()  # a bare layer's settings, declared once in `deqbench.settings.DEQSpec`
@@ -41,6 +42,8 @@ class GradContext:
     b_stop_mode: str = _D["stop_mode"]  # the layer's None (as the forward's) resolved
     b_solver: Solver | None = None
     stats: DEQStats = field(default_factory=DEQStats)
+    #: the forward solver's inverse-Jacobian estimate, for estimators with ``needs_inverse``
+    inverse: InverseJacobian | None = None
 
     def __post_init__(self) -> None:
         for name in ("f_stop_mode", "b_stop_mode"):
@@ -52,11 +55,26 @@ class GradientEstimator(abc.ABC):
     """Attaches a backward pass to the equilibrium. Options are constructor arguments.
 
     An estimator with ``unrolls_forward = True`` computes the forward itself from ``ctx.z0``:
-    the layer then skips its forward solve and passes ``z_star=None``.
+    the layer then skips its forward solve and passes ``z_star=None``. One whose
+    ``needs_inverse`` is true (a class attribute, or a property of its options) reads the
+    forward solver's inverse-Jacobian estimate from ``ctx.inverse``: the layer asks the
+    solver to keep one, and refuses a solver that offers none (`check_pairing`).
     """
 
     unrolls_forward: ClassVar[bool] = False
+    needs_inverse: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, f: Fn, z_star: Tensor | None, ctx: GradContext) -> Tensor:
         """A ``(B, D)`` tensor equal to ``f(z*)`` whose backward is this estimator's gradient."""
+
+
+def check_pairing(solver: Solver, gradient: GradientEstimator) -> None:
+    """`ValueError` when ``gradient`` needs the forward solver's inverse-Jacobian estimate
+    and ``solver`` offers none (SHINE with Anderson, say)."""
+    if gradient.needs_inverse and not getattr(solver, "offers_inverse", False):
+        raise ValueError(
+            f"gradient {type(gradient).__name__} reuses the forward solver's inverse-Jacobian "
+            f"estimate, and solver {type(solver).__name__} offers none; expected a solver "
+            "that offers one (broyden)"
+        )

@@ -19,6 +19,7 @@ from deqbench.gradients.base import GradContext, GradientEstimator
 from deqbench.plugins import get_solver
 from deqbench.solvers.base import STOP_MODES, Fn, Solver
 from deqbench.solvers.fixed_point import FixedPoint
+from deqbench.solvers.inverse import held_tensors
 
 
 class _ImplicitBackward(torch.autograd.Function):
@@ -30,14 +31,15 @@ class _ImplicitBackward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, fz: Tensor, solve_adjoint: Any) -> Tensor:
+    def forward(ctx: Any, fz: Tensor, solve_adjoint: Any, *held: Tensor) -> Tensor:
         ctx.solve_adjoint = solve_adjoint
+        ctx.save_for_backward(*held)  # what the backward holds besides: memory meters see it
         return fz.view_as(fz)
 
     @staticmethod
     @once_differentiable  # the solve is not differentiable: double backward must fail loudly
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return ctx.solve_adjoint(grad), None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        return (ctx.solve_adjoint(grad), None, *(None for _ in ctx.saved_tensors))
 
 
 @dataclass(kw_only=True)
@@ -87,8 +89,13 @@ class IFT(GradientEstimator):
                 (vjp,) = torch.autograd.grad(fz, z, g, retain_graph=True, allow_unused=True)
                 return v if vjp is None else vjp + v
 
-            result = solver(adjoint_map, torch.zeros_like(v), **settings)
+            result = solver(adjoint_map, self.warm_start(v, ctx), **settings)
             ctx.stats.record_backward(result)
             return result.z
 
-        return _ImplicitBackward.apply(fz, solve_adjoint)
+        held = held_tensors(ctx.inverse) if self.needs_inverse else []
+        return _ImplicitBackward.apply(fz, solve_adjoint, *held)
+
+    def warm_start(self, v: Tensor, ctx: GradContext) -> Tensor:
+        """Where the backward solve starts, for incoming gradient ``v``: zero."""
+        return torch.zeros_like(v)

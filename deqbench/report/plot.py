@@ -2,9 +2,10 @@
 
 From a training report: accuracy against step time (one point per run), training memory per
 gradient estimator against the forward iteration cap (explicit baselines as horizontal lines),
-convergence traces per solver (``REPORT.traces.csv``) and training loss per run
-(``REPORT.steps.csv``). A solve report gets its convergence traces. A plot without data is
-skipped with a note; failed runs are left out of a plot and counted in its footer.
+convergence traces per solver (``REPORT.traces.csv``), training loss per run
+(``REPORT.steps.csv``) and accuracy against eval NFE (``REPORT.evals.csv``). A solve report
+gets its convergence traces. A plot without data is skipped with a note; failed runs are left
+out of a plot and counted in its footer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from deqbench.errors import ConfigError
 from deqbench.plugins import get_run_kind
 from deqbench.report.matching import load_report, report_kind
+from deqbench.report.plot_evals import draw_eval_curves, eval_curves
 from deqbench.report.results import companion, read_report
 
 #: Marker per gradient estimator (others take the spare ones in order).
@@ -358,6 +360,16 @@ def loss(source: _Source, out: Path) -> Drawn:
     return _save(fig, out, name, steps["run"].nunique())
 
 
+def accuracy_vs_eval_nfe(source: _Source, out: Path) -> Drawn:
+    """Eval accuracy against eval NFE, one line per run (`deqbench.report.plot_evals`)."""
+    curves = eval_curves(source.companion("evals.csv"))
+    if isinstance(curves, str):
+        return Drawn("accuracy_vs_eval_nfe", None, curves)
+    fig = _figure(source, "Accuracy against evaluation compute ([eval] sweep)", 0)
+    draw_eval_curves(fig.add_subplot(), curves, source.labels, _LEGEND_MAX)
+    return _save(fig, out, "accuracy_vs_eval_nfe", len(curves.lines))
+
+
 def _save(fig: Figure, out: Path, name: str, runs: int) -> Drawn:
     path = out / f"{name}.png"
     fig.savefig(path, dpi=100)
@@ -369,6 +381,7 @@ PLOTS: list[Callable[[_Source, Path], Drawn]] = [
     memory_vs_iterations,
     convergence,
     loss,
+    accuracy_vs_eval_nfe,
 ]
 
 

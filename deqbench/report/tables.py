@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from deqbench.report import targets
 from deqbench.report.display import fmt
 from deqbench.report.noise import has_repeats, seed_groups, tied_with_best
 from deqbench.report.results import noisy_figures
@@ -33,6 +34,7 @@ _TRAIN = {
     "saved_mb": "saved MB",
     "peak_mb": "peak MB",
     "train_s": "train s",
+    "time_to_target_s": "to target s",
 }
 #: Run options already shown in their own column.
 _SHOWN_OPTIONS = ("model.name", "deq.solver", "deq.gradient")
@@ -51,6 +53,7 @@ def _train_cells(row: dict) -> dict:
     cosine = row.get("grad_cosine_median")
     if _cell(cosine) != "–":  # near 1 the digits that matter come late: 0.9998, not "1"
         cells["grad_cosine_median"] = f"{cosine:.4f}"
+    cells.update(targets.row_cells(row))  # "not reached"
     return cells
 
 
@@ -138,13 +141,16 @@ def seeds_table(rows: list[dict], keys: Sequence[str]) -> Table | None:
     tied = tied_with_best(groups, figure) if figure else [False] * len(groups)
     how = "intervals, Wilson over the images evaluated or t over the seeds,"
     caption = _tied_caption(groups, tied, figure, "configuration", how) if figure else None
-    table = Table(title="over seeds: mean ± SD of the completed runs", caption=caption)
-    for title in [*shown.values(), "n", *figures.values()]:
+    target = targets.seeds_cells(frame, keys)  # reached k/n, median (min–max) to target
+    note = f"; {targets.SEEDS_NOTE}" if target else ""
+    table = Table(title=f"over seeds: mean ± SD of the completed runs{note}", caption=caption)
+    for title in [*shown.values(), "n", *figures.values(), *target]:
         table.add_column(title, overflow="fold")
-    for group, name, mark in zip(groups, names, tied, strict=True):
+    for i, (group, name, mark) in enumerate(zip(groups, names, tied, strict=True)):
         n = f"{group['n']}" + (f"/{group['runs']}" if group["n"] < group["runs"] else "")
         spread = [_mean_sd(group, k) + (" ≈" if mark and k == figure else "") for k in figures]
         style = None if group["status"] == RunStatus.COMPLETED else "red"
+        spread += [cells[i] for cells in target.values()]
         table.add_row(*(_cell(name.get(k)) for k in shown), n, *spread, style=style)
     return table
 

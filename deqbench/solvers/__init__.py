@@ -6,6 +6,7 @@ from deqbench.solvers.base import Monitor, Solver, SolverResult, Status
 from deqbench.solvers.broyden import Broyden
 from deqbench.solvers.fixed_point import FixedPoint
 from deqbench.solvers.gmres import GMRES
+from deqbench.solvers.inverse import InverseJacobian, LowRankInverse
 from deqbench.solvers.monitor import MonitorMisuse
 from deqbench.solvers.workspace import Workspace
 
@@ -19,6 +20,8 @@ __all__ = [
     "Anderson",
     "Broyden",
     "FixedPoint",
+    "InverseJacobian",
+    "LowRankInverse",
     "Monitor",
     "MonitorMisuse",
     "Solver",

@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from deqbench.solvers.inverse import InverseJacobian
 from deqbench.solvers.monitor import STOP_MODES, Fn, Monitor
 from deqbench.solvers.result import SolverResult, Status, residual_norms
 from deqbench.solvers.workspace import Workspace
@@ -21,6 +22,7 @@ from deqbench.solvers.workspace import Workspace
 __all__ = [
     "STOP_MODES",
     "Fn",
+    "InverseJacobian",
     "Monitor",
     "Solver",
     "SolverResult",
@@ -53,9 +55,14 @@ class Solver(abc.ABC):
 
     ``affine_only``: a class that sets it True solves only affine maps ``f(z) = Az + b`` (a
     Krylov method, say); the conformance kit then skips its checks on nonlinear maps.
+
+    ``offers_inverse``: a class that sets it True sets ``monitor.inverse`` (an
+    `InverseJacobian`) before ``solve`` returns whenever ``monitor.keep_inverse`` is set, so
+    that a call with ``keep_inverse=True`` returns it in ``SolverResult.inverse`` (SHINE).
     """
 
     affine_only: ClassVar[bool] = False
+    offers_inverse: ClassVar[bool] = False
     divergence: float = 1e4
 
     def __post_init__(self) -> None:
@@ -63,13 +70,31 @@ class Solver(abc.ABC):
             raise ValueError(f"divergence must be > 1, got {self.divergence}")
 
     def __call__(
-        self, f: Fn, z0: Tensor, *, max_iter: int = 50, tol: float = 1e-4, stop_mode: str = "rel"
+        self,
+        f: Fn,
+        z0: Tensor,
+        *,
+        max_iter: int = 50,
+        tol: float = 1e-4,
+        stop_mode: str = "rel",
+        keep_inverse: bool = False,
     ) -> SolverResult:
-        """Solve ``z = f(z)`` from ``z0`` (``(B, D)``); at most ``max_iter`` calls of ``f``."""
+        """Solve ``z = f(z)`` from ``z0`` (``(B, D)``); at most ``max_iter`` calls of ``f``.
+        ``keep_inverse``: return the solver's inverse-Jacobian estimate too (``offers_inverse``
+        solvers only; `ValueError` for others)."""
         check_call(z0, max_iter, tol, stop_mode)
+        if keep_inverse and not self.offers_inverse:
+            raise ValueError(f"{type(self).__name__} offers no inverse-Jacobian estimate")
         with torch.no_grad(), self.workspace.lease(z0) as scratch:
-            monitor = Monitor(z0, max_iter, tol, stop_mode, self.divergence, scratch=scratch)
+            monitor = Monitor(
+                z0, max_iter, tol, stop_mode, self.divergence, scratch=scratch,
+                keep_inverse=keep_inverse,
+            )  # fmt: skip
             self.solve(f, z0, monitor)
+            if keep_inverse and monitor.inverse is None:
+                raise ValueError(
+                    f"{type(self).__name__} declares offers_inverse but set no monitor.inverse"
+                )
             return monitor.result()
 
     @property

@@ -26,7 +26,7 @@ ImageNet).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from torch import Tensor
 from deqbench.solvers import host_kernels
 from deqbench.solvers.base import Fn, Monitor, Solver
 from deqbench.solvers.host_kernels import views
+from deqbench.solvers.inverse import LowRankInverse
 
 _C1 = 1e-4  # Armijo's sufficient-decrease constant
 # Skip an update whose vᵀΔg = ΔzᵀHΔg is below this fraction of ‖Δz‖² (its value when H fits the
@@ -55,6 +56,8 @@ class Broyden(Solver):
     and since ``f`` runs on the whole batch, one sample's backtrack costs the batch an
     evaluation. Deciding to backtrack reads one flag from the device per trial.
     """
+
+    offers_inverse: ClassVar[bool] = True  # H, for SHINE: the pairs in use when it stops
 
     m: int = 8
     line_search: bool = False
@@ -103,7 +106,7 @@ class Broyden(Solver):
         fz = f(z)
         torch.sub(fz, z, out=g_row)
         if monitor.observe(z, fz, g_row):
-            return
+            return _offer(monitor, w, 0)
         # The next step is d·scale (scale None: d), d = −H g: first H = −I, a plain step.
         # `step` holds d where it is not p.
         step = monitor.buffer("step", batch, dim).copy_(g_row)
@@ -117,8 +120,8 @@ class Broyden(Solver):
             if z_new is None:
                 z_new = self._advance(z, d, scale, monitor)
             z_new, t, done = self._step(f, z, z_new, d, scale, g_row, dz_row, monitor, record)
-            if done:
-                return
+            if done:  # the n pairs in use are the estimate at the last iterate
+                return _offer(monitor, w, n)
             z, z_new = z_new, None
             if n == m:  # full: restart from −I, with the newest secant pair as its first
                 if fused:
@@ -248,6 +251,16 @@ class Broyden(Solver):
         # u = (Δz − H Δg) / vᵀΔg = ((1 − 1/t) Δz − p) / vᵀΔg
         torch.mul(dz, ((1 - 1 / t)[:, None] * inv), out=u).addcmul_(p, inv, value=-1)
         return torch.addcmul(p, u, vg[:, None], out=d).neg_()  # d = −(p + u (v·g_new))
+
+
+def _offer(monitor: Monitor, w: Tensor, n: int) -> None:
+    """Copy the ``n`` pairs in use out of the buffer (a workspace's, reused by the next solve)
+    into ``monitor.inverse``, when the caller asked for the estimate (SHINE)."""
+    if monitor.keep_inverse:
+        keep = torch.contiguous_format  # a copy even where the slice happens to be contiguous
+        u = w[:, 2 : 2 + 2 * n : 2].clone(memory_format=keep)
+        v = w[:, 3 : 3 + 2 * n : 2].clone(memory_format=keep)
+        monitor.inverse = LowRankInverse(u, v)
 
 
 class _HostRecord:

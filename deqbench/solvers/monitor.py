@@ -30,6 +30,7 @@ from torch import Tensor
 
 from deqbench.solvers import host_kernels
 from deqbench.solvers.host_kernels import CONVERGED, DIVERGED, RUNNING, views
+from deqbench.solvers.inverse import InverseJacobian
 from deqbench.solvers.monitor_checks import (
     RULE_OBSERVE,
     RULE_RETURN,
@@ -68,6 +69,10 @@ class Monitor(MonitorChecks):
     host: bool | None = None
     #: Where `buffer` takes a solver's scratch buffers from (None: always fresh ones).
     scratch: Scratch | None = field(default=None, repr=False)
+    #: The caller asks for the solver's inverse-Jacobian estimate: a solver that offers one
+    #: (``Solver.offers_inverse``) sets `inverse` before it returns.
+    keep_inverse: bool = False
+    inverse: InverseJacobian | None = field(default=None, repr=False)
     nfe: int = 0
     active: Tensor = field(init=False)
     _buffers: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False)
@@ -231,6 +236,7 @@ class Monitor(MonitorChecks):
             sample_status=self.status,
             stop_mode=self.stop_mode,
             tol=self.tol,
+            inverse=self.inverse if self.keep_inverse else None,
         )
 
     # -- CPU: compiled bookkeeping on shared NumPy views -------------------------------

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from deqbench.solvers.inverse import InverseJacobian
 
 _EPS = 1e-30  # floors ‖f(z)‖ in the relative residual; far below any float32 norm
 
@@ -39,6 +43,8 @@ class SolverResult:
     sample_status: Tensor  #: (B,) int8: 0 converged, 1 max_iter, 2 diverged
     stop_mode: str
     tol: float
+    #: the solver's inverse-Jacobian estimate, when it was asked to keep one and offers one
+    inverse: InverseJacobian | None = None
 
     @property
     def abs_residual(self) -> Tensor:

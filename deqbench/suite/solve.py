@@ -29,6 +29,7 @@ from deqbench.suite.validation import (
     _as_list,
     _product,
     _Table,
+    check_inverse_pairing,
     check_options,
     describe_validation,
     lookup,
@@ -163,6 +164,7 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
     def fail(key: str, err: Exception | str) -> None:
         raise ConfigError(f"{path}: {key}: {err}")
 
+    built: dict[str, list[tuple[str, Any, dict]]] = {}  # (name, factory, options) per kind
     names = [p.name for p in spec.problems]
     for i, problem in enumerate(spec.problems):
         if names.count(problem.name) > 1:
@@ -180,9 +182,13 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
         for name in options:  # options of a registered name left out of the sweep just wait
             if name not in sweep and name not in registry.names(kind):
                 fail(f"{table[1]}.{name}", f"not in {table[0]}{did_you_mean(name, sweep)}")
+        built[kind] = []
         for name, factory in zip(sweep, factories, strict=True):
             for combo in _product(options.get(name, {})):
                 check_options(factory, combo, f"{table[1]}.{name}", fail, build=True)
+                built[kind].append((name, factory, combo))
+    # Every solver meets every estimator: shine's needs every swept solver to offer its inverse.
+    check_inverse_pairing(registry, built["solvers"], built["gradients"], "matrix.gradient", fail)
 
 
 #: A matrix of more runs than this is accepted with a warning: few people mean that many.

@@ -24,9 +24,15 @@ from pydantic import ValidationError
 from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
 from deqbench.plugins import Registry, get_registry
 from deqbench.suite.train_tables import (
+    TARGETS,
     TrainFile,
 )
-from deqbench.suite.validation import check_options, describe_validation, lookup
+from deqbench.suite.validation import (
+    check_inverse_pairing,
+    check_options,
+    describe_validation,
+    lookup,
+)
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,17 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
             f"{kind} {name!r} is for {task}, but dataset {spec.dataset.name!r} is a "
             f"{data_task} dataset; expected {fix}",
         )
+    target, known = spec.eval.target(), data_task or task
+    if target is not None and known and TARGETS[target[0]][1] != known:
+        other = next(k for k, (_, t) in TARGETS.items() if t == known)
+        what = f"dataset {spec.dataset.name!r}" if data_task else f"{kind} {name!r}"
+        need = TARGETS[target[0]][1]
+        fail(
+            f"eval.{target[0]}",
+            f"a {need} target, but {what} is for {known}; expected eval.{other}",
+        )
     deq = spec.deq
+    built = {}
     for kind, name, options, key in (
         ("solvers", deq.solver, deq.solver_options, "deq.solver"),
         ("gradients", deq.gradient, deq.gradient_options, "deq.gradient"),
@@ -182,6 +198,10 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
     ):
         factory = find(kind, name, key)
         check_options(factory, options, key.replace("solver", "solver_options"), fail, build=True)
+        built[key] = [(name, factory, options)]
+    check_inverse_pairing(
+        registry, built["deq.solver"], built["deq.gradient"], "deq.gradient", fail
+    )
     if spec.eval.solver:
         factory = find("solvers", spec.eval.solver, "eval.solver")
         check_options(factory, spec.eval.solver_options, "eval.solver_options", fail, build=True)

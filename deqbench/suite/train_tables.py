@@ -11,10 +11,11 @@ table's fields, types and defaults are declared here once.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import typing
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from deqbench.settings import DEQSpec
 from deqbench.suite.duration import Duration
@@ -92,6 +93,10 @@ class RecipeTable(_Table):
     grad_clip: Annotated[float, Field(ge=0)] = 0.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # Fixed-point correction (DEQ-Flow; docs/fixed-point-correction.md): also supervise fpc_k − 1
+    # sampled iterates of the solve, weighted fpc_gamma^(distance to the end); implicit models.
+    fpc_k: Annotated[int, Field(ge=0)] = 0  #: 0 or 1: off
+    fpc_gamma: Annotated[float, Field(gt=0, le=1)] = 0.8
 
     @model_validator(mode="after")
     def _one_length(self) -> RecipeTable:
@@ -100,14 +105,52 @@ class RecipeTable(_Table):
         return self
 
 
+class EvalSweep(_Table):
+    """``[eval] sweep``: forward settings to evaluate the trained model at too, one row each in
+    ``<report>.evals.csv`` (every combination when both are given; implicit models only)."""
+
+    f_max_iter: Annotated[list[PosInt], Field(min_length=1)] = []
+    f_tol: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = []
+
+    @field_validator("f_max_iter", "f_tol")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        if len(set(values)) < len(values):
+            raise ValueError("give each value once")
+        return values
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Each swept setting, as `deqbench.deq.DEQ.overridden`'s keywords (none: empty)."""
+        axes = {name: getattr(self, name) for name in ("f_max_iter", "f_tol")}
+        axes = {name: values for name, values in axes.items() if values}
+        if not axes:
+            return []
+        return [
+            dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
+        ]
+
+
+#: Each ``[eval]`` target key: the eval column it is a threshold on and the task it is for.
+TARGETS = {
+    "target_top1": ("eval_top1", "classification"),
+    "target_miou": ("eval_miou", "segmentation"),
+}
+
+
 class EvalTable(_Table):
     """``[eval]``: when to evaluate and on how much of the eval split, and when to check the
-    run's gradients against the exact implicit gradient (`deqbench.runs.train.grad_check`)."""
+    run's gradients against the exact implicit gradient (`deqbench.runs.train.grad_check`);
+    test-time compute (docs/test-time-compute.md): the forward solve of evaluation, a sweep of
+    it and path independence."""
 
     every_epochs: Annotated[int, Field(ge=0)] = 1  #: 0: only at the end
     max_batches: Annotated[int, Field(ge=0)] = 0  #: 0: the whole split
     grad_check: bool = True  #: check the last training step's gradient (implicit models)
     grad_check_every: Annotated[int, Field(ge=0)] = 0  #: also every N steps; 0: the last only
+    # Time to a target (`deqbench.runs.train.target`): the top-1 (classification) or mIoU
+    # (segmentation) in percent that an evaluation must reach; None: no target.
+    target_top1: Annotated[float, Field(gt=0, le=100)] | None = None
+    target_miou: Annotated[float, Field(gt=0, le=100)] | None = None
     # The forward solve at evaluation, when it differs from training's (test-time compute);
     # None keeps the [deq] setting.
     solver: str | None = None
@@ -115,6 +158,21 @@ class EvalTable(_Table):
     f_max_iter: PosInt | None = None
     f_tol: Annotated[float, Field(gt=0)] | None = None
     stop_mode: Literal["abs", "rel"] | None = None
+    sweep: EvalSweep = EvalSweep()  #: also evaluate at each of these (``<report>.evals.csv``)
+    path_independence: bool = False  #: also solve from other starts at the final evaluation
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EvalTable:
+        if self.target_top1 is not None and self.target_miou is not None:
+            raise ValueError("give at most one of target_top1 or target_miou")
+        return self
+
+    def target(self) -> tuple[str, float] | None:
+        """The declared target as (its ``[eval]`` key, percent); None: none."""
+        for key in TARGETS:
+            if getattr(self, key) is not None:
+                return key, getattr(self, key)
+        return None
 
     def deq_settings(self) -> dict[str, Any]:
         """The DEQ settings evaluation overrides (`deqbench.deq.DEQ.overridden`'s names)."""

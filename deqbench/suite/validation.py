@@ -108,6 +108,44 @@ def check_options(factory: Any, options: dict, key: str, fail: Fail, build: bool
             fail(key, f"{_sentence(exc)} (options {options})")
 
 
+def check_inverse_pairing(
+    registry: Registry,
+    solvers: list[tuple[str, Any, dict]],
+    gradients: list[tuple[str, Any, dict]],
+    key: str,
+    fail: Fail,
+) -> None:
+    """Every gradient (name, factory, options) that reuses the forward solver's inverse-Jacobian
+    estimate (``needs_inverse``: shine, refine from shine) meets only solvers (name, factory,
+    options) that offer one (``offers_inverse``: broyden). Options were checked already."""
+    needing = [name for name, factory, opts in gradients if _built(factory, opts, "needs_inverse")]
+    if not needing:
+        return
+    for name, factory, opts in solvers:
+        if not _built(factory, opts, "offers_inverse"):
+            offering = [n for n in registry.names("solvers") if _offers(registry, n)]
+            fail(
+                key,
+                f"gradient {needing[0]!r} reuses the forward solver's inverse-Jacobian estimate, "
+                f"and solver {name!r} offers none; expected a solver that offers one "
+                f"({', '.join(offering) or 'none is registered'})",
+            )
+
+
+def _built(factory: Any, options: dict, attribute: str) -> bool:
+    try:
+        return bool(getattr(factory(**options), attribute, False))
+    except Exception:  # a factory that cannot be built here was reported by its own check
+        return False
+
+
+def _offers(registry: Registry, name: str) -> bool:
+    try:
+        return bool(getattr(registry.get("solvers", name).obj, "offers_inverse", False))
+    except Exception:  # a plugin that fails to load offers nothing here
+        return False
+
+
 def _sentence(exc: Exception) -> str:
     return re.sub(r"\s+", " ", str(exc)).strip()
 

@@ -5,8 +5,10 @@ checks what every estimator owes: the output has the state's shapes and the valu
 the backward reaches every parameter and the input with finite values, and a second backward
 (``retain_graph``) gives the same gradient. The built-ins are then held to their exact
 formulas: ``ift`` to the dense implicit gradient ``(I − J)⁻ᵀ`` (relative error < 1e-6),
-``jfb`` to one step, ``phantom`` to its ``k`` explicit damped steps (and, with many steps at
-``tau = 1``, to the implicit gradient), ``unrolled`` to autograd through the explicit loop.
+``jfb`` to one step, ``shine`` to the adjoint of its Broyden forward's inverse estimate,
+``refine`` to an error below its starting estimate's (and to ``ift`` when long),
+``phantom`` to its ``k`` explicit damped steps (and, with many steps at ``tau = 1``, to the
+implicit gradient), ``unrolled`` to autograd through the explicit loop.
 Any other estimator must point where the implicit gradient points (``min_cosine``).
 """
 
@@ -19,9 +21,10 @@ import torch
 from torch import Tensor
 
 from deqbench.deq import DEQ, bind
-from deqbench.gradients import IFT, JFB, GradientEstimator, Phantom, Unrolled
+from deqbench.gradients import IFT, JFB, SHINE, GradientEstimator, Phantom, Refine, Unrolled
 from deqbench.measure.diagnostics import dense_jacobian
 from deqbench.plugins import get_gradient
+from deqbench.solvers import Broyden, FixedPoint
 from deqbench.solvers.base import Fn
 from deqbench.state import pack
 from deqbench.testing.toys import ToyCell
@@ -61,6 +64,21 @@ def _explicit(f: Fn, z: Tensor, steps: int, tau: float, c: Tensor, wrt: list[Ten
     return _flat(list(torch.autograd.grad((c * z).sum(), wrt, allow_unused=True)))
 
 
+def _gradient(deq: DEQ, est: GradientEstimator, x: Tensor, c: Tensor, wrt: list[Tensor]) -> Tensor:
+    """The gradient of ``c · z*`` through ``deq`` with estimator ``est``."""
+    deq.gradient = est
+    return _flat(list(torch.autograd.grad((c * pack(deq(x))).sum(), wrt, allow_unused=True)))
+
+
+def _check_refine(est: Refine, name: str, first: Tensor, exact: Tensor, grad: Any) -> None:
+    """Refine lands closer to the exact gradient than the estimate it starts from, and a long
+    refinement reaches it. ``grad(estimator)``: the gradient with another estimator."""
+    error, origin = _rel(first, exact), _rel(grad(SHINE() if est.needs_inverse else JFB()), exact)
+    assert error < origin, f"{name}: error {error:.2e} is not below its start's {origin:.2e}"
+    long = grad(Refine(start=est.start, solver=est.solver, max_iter=200, tol=_TIGHT))
+    assert _rel(long, exact) < 1e-6, f"{name}: a long refinement does not reach ift"
+
+
 def check_gradient(
     estimator: str | GradientEstimator,
     *,
@@ -80,9 +98,11 @@ def check_gradient(
     x = torch.randn(batch, *cell.input_shape, generator=gen, dtype=torch.float64)
     x.requires_grad_()
     wrt = [*cell.parameters(), x]
+    # An estimator that reuses the forward's inverse estimate gets Broyden, keeping every pair.
+    solver = Broyden(m=200) if est.needs_inverse else FixedPoint()
     deq = DEQ(
         cell,
-        "fixed-point",
+        solver,
         est,
         f_max_iter=200,
         f_tol=_TIGHT,
@@ -124,7 +144,17 @@ def check_gradient(
     cosine = float(first @ exact / (first.norm() * exact.norm()))
     check = GradientCheck(name, cosine, _rel(first, exact))
 
-    if isinstance(est, IFT):
+    if isinstance(est, SHINE):
+        start = bind(cell, x)  # the forward again: the same solve, so the same estimate
+        kept = solver(start.f, start.z0, max_iter=200, tol=_TIGHT, keep_inverse=True)
+        assert kept.inverse is not None, f"{name}: Broyden kept no inverse estimate"
+        fz = start.f(kept.z)
+        grads = torch.autograd.grad(fz, wrt, kept.inverse.adjoint(c), allow_unused=True)
+        ref = _flat(list(grads))
+        assert _rel(first, ref) < 1e-12, f"{name}: not the forward estimate's adjoint"
+    elif isinstance(est, Refine):
+        _check_refine(est, name, first, exact, lambda other: _gradient(deq, other, x, c, wrt))
+    elif isinstance(est, IFT):
         assert check.rel_error < 1e-6, f"{name}: relative error {check.rel_error:.2e} vs dense"
         assert stats.backward is not None, f"{name}: no backward statistics recorded"
     elif isinstance(est, JFB):

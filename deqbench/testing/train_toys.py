@@ -119,10 +119,13 @@ class TinyDEQ(Model):
                 z = self.cell(z, injection)
         else:
             z = self.deq(x)
-        logits = self.head(z[0])
+        logits = self.head_logits(z, x)
         if self.training and self.nan_at_step is not None and step >= self.nan_at_step:
             logits = logits * float("nan")
         return logits
+
+    def head_logits(self, state: State, x: Tensor) -> Tensor:
+        return self.head(state[0])
 
 
 def _hang() -> None:

@@ -114,7 +114,11 @@ class MDEQModel(Model):
         return self.deq(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.head(self.features(x))
+        return self.head_logits(self.features(x), x)
+
+    def head_logits(self, state: State, x: Tensor) -> Tensor:
+        """The head on ``state``; segmentation logits upsampled to ``x``'s size."""
+        logits = self.head(state)
         if self.task == "segmentation" and logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
         return logits

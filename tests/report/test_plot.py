@@ -12,7 +12,7 @@ import pytest
 from deqbench.cli import main
 from deqbench.report.plot import plot_report, run_labels
 from deqbench.report.traces import TRACE_COLUMNS
-from deqbench.runs.train.columns import STEP_COLUMNS, TRAIN_COLUMNS
+from deqbench.runs.train.columns import EVAL_COLUMNS, STEP_COLUMNS, TRAIN_COLUMNS
 
 BLANK_EXPLICIT = ["solver", "solver_options", "gradient", "gradient_options", "f_max_iter"]
 
@@ -51,8 +51,9 @@ def _metrics(top1, step_ms, saved):
     return {"eval_top1": top1, "step_ms_median": step_ms, "saved_mb": saved, "f_nfe_mean": 8.0}
 
 
-def _report(tmp_path, rows, steps=True, traces=True):
-    """Write REPORT.csv (+ .steps.csv, .traces.csv for every completed implicit run)."""
+def _report(tmp_path, rows, steps=True, traces=True, evals=True):
+    """Write REPORT.csv (+ .steps.csv, .traces.csv and .evals.csv for every completed implicit
+    run)."""
     path = tmp_path / "report.csv"
     frame = pd.DataFrame(rows, columns=list(TRAIN_COLUMNS))
     frame.to_csv(path, index=False)
@@ -81,6 +82,15 @@ def _report(tmp_path, rows, steps=True, traces=True):
         ]
         pd.DataFrame(trace_rows, columns=list(TRACE_COLUMNS)).to_csv(
             tmp_path / "report.traces.csv", index=False
+        )
+    if evals:
+        eval_rows = [
+            {"run": r, "f_max_iter": k, "eval_nfe_mean": k, "eval_top1": 50 + k}
+            for r in ok[ok.solver.notna()].run
+            for k in (2, 4, 8)
+        ]
+        pd.DataFrame(eval_rows, columns=list(EVAL_COLUMNS)).to_csv(
+            tmp_path / "report.evals.csv", index=False
         )
     return path
 
@@ -113,7 +123,13 @@ def _png(path):
 def test_every_plot_from_a_crafted_training_report(tmp_path):
     path = _report(tmp_path, _memory_suite_rows())
     drawn = {d.name: d for d in plot_report(path, tmp_path / "plots")}
-    assert set(drawn) == {"accuracy_vs_step_time", "memory_vs_iterations", "convergence", "loss"}
+    assert set(drawn) == {
+        "accuracy_vs_step_time",
+        "memory_vs_iterations",
+        "convergence",
+        "loss",
+        "accuracy_vs_eval_nfe",
+    }
     for d in drawn.values():
         assert d.path == tmp_path / "plots" / f"{d.name}.png", d.note
         _png(d.path)
@@ -121,6 +137,7 @@ def test_every_plot_from_a_crafted_training_report(tmp_path):
     assert drawn["memory_vs_iterations"].runs == 11  # 10 implicit points + 1 baseline
     assert drawn["convergence"].runs == 10  # the implicit runs' traces
     assert drawn["loss"].runs == 11
+    assert drawn["accuracy_vs_eval_nfe"].runs == 10  # the implicit runs' sweeps
 
 
 def test_failed_rows_are_left_out_and_the_rest_is_drawn(tmp_path):
@@ -141,7 +158,7 @@ def test_missing_data_is_skipped_with_a_note(cli, tmp_path):
     result = cli.invoke(main, ["plot", str(path), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     skipped = [line for line in result.output.splitlines() if line.startswith("skipped")]
-    assert len(skipped) == 4 and "no training steps in report.steps.csv" in result.output
+    assert len(skipped) == 5 and "no training steps in report.steps.csv" in result.output
     assert not list((tmp_path / "p").iterdir())
 
 
@@ -151,6 +168,7 @@ def test_cli_plot_writes_pngs_beside_the_report_by_default(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "(11 runs)" in result.output
     assert sorted(p.name for p in (tmp_path / "report-plots").iterdir()) == [
+        "accuracy_vs_eval_nfe.png",
         "accuracy_vs_step_time.png",
         "convergence.png",
         "loss.png",
@@ -236,6 +254,9 @@ lr = 0.05
 epochs = 3
 unrolled_warmup_steps = 2
 
+[eval]
+sweep = { f_max_iter = [2, 4] }
+
 [matrix]
 "deq.gradient" = ["ift", "jfb"]
 
@@ -260,12 +281,13 @@ def test_plot_and_compare_a_report_the_training_runner_wrote(cli, tmp_path):
     finally:
         plugins.reset_registry()
     drawn = {d.name: d for d in plot_report(out, tmp_path / "plots")}
-    # 2 DEQ runs (ift, jfb) and one explicit MLP; traces exist for the DEQ runs only.
+    # 2 DEQ runs (ift, jfb) and one explicit MLP; traces and sweeps exist for the DEQ runs only.
     assert {n: d.runs for n, d in drawn.items()} == {
         "accuracy_vs_step_time": 3,
         "memory_vs_iterations": 3,
         "convergence": 2,
         "loss": 3,
+        "accuracy_vs_eval_nfe": 2,
     }
     for d in drawn.values():
         _png(d.path)

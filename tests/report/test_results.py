@@ -13,7 +13,7 @@ from deqbench.report.results import ReportWriter, read_report
 from deqbench.report.traces import TRACE_COLUMNS
 from deqbench.runs.solve.columns import COLUMNS
 from deqbench.runs.solve.kind import SOLVE
-from deqbench.runs.train.columns import STEP_COLUMNS, TRAIN_COLUMNS
+from deqbench.runs.train.columns import EVAL_COLUMNS, STEP_COLUMNS, TRAIN_COLUMNS
 from deqbench.runs.train.kind import TRAIN
 
 README = Path(__file__).resolve().parents[2] / "reports" / "README.md"
@@ -22,6 +22,7 @@ README = Path(__file__).resolve().parents[2] / "reports" / "README.md"
 def test_reports_readme_documents_every_column():
     documented = set(re.findall(r"^\| `([a-z_0-9]+)` \|", README.read_text(), re.M))
     every = set(COLUMNS) | set(TRACE_COLUMNS) | set(TRAIN_COLUMNS) | set(STEP_COLUMNS)
+    every |= set(EVAL_COLUMNS)
     kinds = [entry.obj for entry in get_registry().entries(["run_kinds"])]
     schema = {c for k in kinds for table in (k.columns, *k.companions.values()) for c in table}
     assert schema == every  # every registered kind's columns and companion columns

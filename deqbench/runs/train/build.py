@@ -14,6 +14,7 @@ from deqbench.data import DataSource
 from deqbench.models import DEQSettings, Model
 from deqbench.plugins import get_registry
 from deqbench.runs.train.recipe import build_optimizer, build_scheduler
+from deqbench.runs.train.target import Target
 from deqbench.suite.train import TrainRun
 
 
@@ -29,6 +30,7 @@ class TrainState:
     epoch: int = 0
     saved_mb: float | None = None  #: saved activations of the metered step
     net: torch.nn.Module | None = None  #: what the forward goes through (DDP); None: model
+    target: Target | None = None  #: the run's ``[eval]`` target, and when it was reached
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class TrainState:
             "step": self.step,
             "epoch": self.epoch,
             "saved_mb": self.saved_mb,
+            "target": self.target.state_dict() if self.target is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -48,6 +51,8 @@ class TrainState:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = state["step"], state["epoch"]
         self.saved_mb = state.get("saved_mb")
+        if self.target is not None and state.get("target") is not None:
+            self.target.load_state_dict(state["target"])
 
 
 def seed_everything(seed: int) -> None:

@@ -1,5 +1,6 @@
-"""The report columns of a training run and of its steps (``<report>.steps.csv``), in file
-order, with their meaning (units in the names).
+"""The report columns of a training run, of its steps (``<report>.steps.csv``) and of its
+evaluation sweep (``<report>.evals.csv``), in file order, with their meaning (units in the
+names).
 
 ``reports/README.md`` documents the same lists, and a test keeps them in step.
 """
@@ -82,6 +83,27 @@ TRAIN_COLUMNS: dict[str, str] = {
     "eval_nfe_mean": "mean forward NFE per eval batch",
     "eval_f_rel_residual_median": "median over the evaluated samples of the forward relative "
     "residual (under torch.distributed, the largest of the ranks' medians)",
+    "eval_pi_agreement_noise": "[eval] path_independence: fraction of the final evaluation's "
+    "predictions (samples; pixels for segmentation) that stay the same when each solve starts "
+    "from Gaussian noise of the default equilibrium's per-sample scale instead of init_state",
+    "eval_pi_agreement_swap": "as eval_pi_agreement_noise, each solve starting from another "
+    "input's equilibrium (the batch's default z* rolled by one sample)",
+    "eval_pi_distance_noise": "median over samples of ‖z*_noise − z*‖ / ‖z*‖ between the "
+    "equilibria from the noise start and the default one (under torch.distributed, the largest "
+    "of the ranks' medians)",
+    "eval_pi_distance_swap": "median over samples of ‖z*_swap − z*‖ / ‖z*‖, as "
+    "eval_pi_distance_noise",
+    "target_metric": "the eval column of the suite's target ([eval] target_top1: eval_top1, "
+    "target_miou: eval_miou); empty when the suite sets none",
+    "target_value": "the target, percent: reached when an evaluation's target_metric is at "
+    "least this",
+    "target_reached": "whether an evaluation (every [eval] every_epochs epochs, and the final "
+    "one) reached the target; False: time_to_target_s and steps_to_target are empty",
+    "time_to_target_s": "training wall time until the first evaluation that reached the "
+    "target, on train_s's clock (evaluations and gradient checks excluded), seconds",
+    "steps_to_target": "optimizer steps done at that evaluation",
+    "target_eval_s": "wall time of the evaluations up to and including that one, seconds "
+    "(not in time_to_target_s)",
     "wall_s": "wall time of the whole run (build, train, evaluate), seconds; of this attempt "
     "alone when it was resumed (train_s covers every attempt)",
 }
@@ -108,4 +130,26 @@ STEP_COLUMNS: dict[str, str] = {
     "gradient's forward solve (Anderson, tol 1e-6)",
     "grad_exact_b_residual": "checked steps only: worst relative residual of the exact "
     "gradient's backward solve (GMRES, tol 1e-7)",
+}
+
+
+#: Evaluation-sweep columns (``<name>.evals.csv``): one row per ``[eval] sweep`` setting of each
+#: completed run of an implicit model, evaluated after its final evaluation.
+EVAL_COLUMNS: dict[str, str] = {
+    "run": "index of the run (joins the result CSV)",
+    "setting": "the swept values of this row (JSON), applied over the [eval] solver settings",
+    "f_max_iter": "forward iteration cap of this evaluation",
+    "f_tol": "forward tolerance of this evaluation",
+    "eval_top1": "top-1 accuracy on the eval split at this setting, percent (classification)",
+    "eval_top1_ci_low": "lower end of the 95 % Wilson score interval of eval_top1, percent",
+    "eval_top1_ci_high": "upper end of that interval, percent",
+    "eval_top5": "top-5 accuracy at this setting, percent (classification)",
+    "eval_miou": "mean intersection over union at this setting, percent (segmentation)",
+    "eval_pixel_acc": "pixel accuracy at this setting, percent (segmentation)",
+    "eval_loss": "mean task loss on the eval split at this setting",
+    "eval_count": "images evaluated (every rank's share)",
+    "eval_nfe_mean": "mean forward NFE per eval batch at this setting",
+    "eval_f_rel_residual_median": "median over the evaluated samples of the forward relative "
+    "residual at this setting (under torch.distributed, the largest of the ranks' medians)",
+    "eval_s": "wall time of this evaluation, seconds (not in the row's train_s)",
 }

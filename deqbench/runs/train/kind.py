@@ -11,7 +11,7 @@ from typing import Any
 from deqbench.report.schema import FAILED, Metric, Row, RunStatus
 from deqbench.report.traces import TRACE_COLUMNS
 from deqbench.runs.kind import Job, RunKind, RunOutput
-from deqbench.runs.train.columns import STEP_COLUMNS, TRAIN_COLUMNS
+from deqbench.runs.train.columns import EVAL_COLUMNS, STEP_COLUMNS, TRAIN_COLUMNS
 from deqbench.suite.train import TrainSuite, load_train_suite, smoke_train
 from deqbench.suite.train_tables import TrainFile
 
@@ -42,6 +42,7 @@ TRAIN_METRICS = (
     Metric("step_ms_median", "step ms"),
     Metric("images_per_s", "img/s", higher_is_better=True),
     Metric("train_s", "train s"),
+    Metric("time_to_target_s", "to target s"),
     Metric("f_nfe_mean", "f NFE"),
     Metric("b_nfe_mean", "b NFE"),
     Metric("eval_nfe_mean", "eval NFE"),
@@ -64,7 +65,9 @@ class TrainKind(RunKind):
     name = "train"
     title = "training"
     columns = TRAIN_COLUMNS
-    companions = MappingProxyType({"steps.csv": STEP_COLUMNS, "traces.csv": TRACE_COLUMNS})
+    companions = MappingProxyType(
+        {"steps.csv": STEP_COLUMNS, "traces.csv": TRACE_COLUMNS, "evals.csv": EVAL_COLUMNS}
+    )
     keys = TRAIN_KEYS
     tiebreakers = ("options", "run")
     metrics = TRAIN_METRICS
@@ -141,6 +144,7 @@ class TrainKind(RunKind):
             timeout_s=info.timeout if here else None,  # in this process the loop checks it
         )
         companions = {"steps.csv": result.steps, "traces.csv": result.traces}
+        companions["evals.csv"] = result.evals
         return RunOutput(result.metrics, companions)
 
     def finish(self, job: Job, row: Row) -> None:
@@ -161,6 +165,11 @@ class TrainKind(RunKind):
 
         seeds = seeds_table(rows, self.keys)
         return [train_table(rows, self.keys), *([seeds] if seeds is not None else [])]
+
+    def warnings(self, rows: list[Row]) -> list[str]:
+        from deqbench.report.targets import missed
+
+        return missed(rows)  # the runs that never reached their [eval] target
 
 
 TRAIN = TrainKind()

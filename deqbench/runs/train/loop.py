@@ -22,11 +22,14 @@ from deqbench.runs.kind import Observer
 from deqbench.runs.train import grad_check
 from deqbench.runs.train.batches import Epochs
 from deqbench.runs.train.build import TrainState
+from deqbench.runs.train.correction import correction_loss, enable_correction
 from deqbench.runs.train.grad_check import GradCheck
 from deqbench.runs.train.metrics import EvalMeter, task_loss
+from deqbench.runs.train.path_independence import PathMeter
 from deqbench.runs.train.settings import LoopSettings
 from deqbench.runs.train.snapshot import save_snapshot
 from deqbench.runs.train.steplog import PendingStep, StepLog
+from deqbench.runs.train.target import check_target
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,12 +49,13 @@ class Clock:
     eval_s: float = 0.0
     start: float = field(default_factory=time.perf_counter)
     interim_eval_s: float = 0.0  #: this process's interim evaluations
+    check_s: float = 0.0  #: the gradient-check time of earlier processes (in the restored log)
 
     def elapsed(self, log: StepLog) -> dict[str, float]:
         """``train_s`` and ``eval_s`` so far, as a checkpoint keeps them."""
-        now = time.perf_counter()
+        now, checks = time.perf_counter(), log.check_s - self.check_s  # this process's checks
         return {
-            "train_s": self.train_s + now - self.start - self.interim_eval_s - log.check_s,
+            "train_s": self.train_s + now - self.start - self.interim_eval_s - checks,
             "eval_s": self.eval_s + self.interim_eval_s,
         }
 
@@ -78,6 +82,7 @@ def train_step(
     with meter if meter is not None else contextlib.nullcontext():
         with _autocast(x.device, settings.precision):
             logits = (state.net or model)(x)
+            fpc = correction_loss(model, x, y, settings=settings, info=info)  # 0 unless fpc_k
         loss = task_loss(
             logits,
             y,
@@ -86,7 +91,7 @@ def train_step(
             label_smoothing=settings.label_smoothing,
         )
         if model.implicit and not model.unrolled:
-            loss = loss + model.jac_reg_loss()
+            loss = loss + model.jac_reg_loss() + fpc
     state.scaler.scale(loss).backward()
     if settings.grad_clip > 0:
         state.scaler.unscale_(state.optimizer)
@@ -154,6 +159,7 @@ def train(
     per_epoch = batches.per_epoch
     metered_step = min(s.warmup, s.steps - 1)  # the first equilibrium step, or the last one
     model.train()
+    enable_correction(model, s.fpc_k)
     model.set_unrolled(s.warmup > 0 and state.step < s.warmup)
     last_refresh = time.perf_counter()
     while state.step < s.steps:
@@ -189,6 +195,7 @@ def train(
                 start = time.perf_counter()
                 result, _ = evaluate(state, eval_loader, info, settings=s, dist=dist)
                 clock.interim_eval_s += time.perf_counter() - start
+                check_target(state.target, result, state.step, clock.elapsed(log))
                 if tb is not None:
                     tb.log_scalars(state.step, eval_scalars(result))
                 if observer is not None:
@@ -251,9 +258,12 @@ def evaluate(
     *,
     settings: LoopSettings,
     dist: Dist = SINGLE,
+    paths: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate in equilibrium mode on at most ``eval_max_batches`` batches (per rank): the
-    eval columns, over every rank's share, and the solver trace of the first batch's forward."""
+    eval columns, over every rank's share, and the solver trace of the first batch's forward.
+    ``paths``: each batch also solved from other starts, as the ``eval_pi_*`` columns
+    (`deqbench.runs.train.path_independence`; implicit models)."""
     model = state.model
     device = next(model.parameters()).device
     was_unrolled, was_training = model.unrolled, model.training
@@ -263,6 +273,7 @@ def evaluate(
     nfes: list[int] = []
     residuals: list[Tensor] = []  #: each sample's relative residual, kept on the device
     traces: list[dict[str, Any]] = []
+    pi = PathMeter() if paths and model.implicit else None
     limit = settings.eval_max_batches
     # [eval]'s own solver settings, where it sets any (test-time compute; implicit models only)
     solving = contextlib.nullcontext()
@@ -282,6 +293,9 @@ def evaluate(
                 residuals.append(stats.forward.result.rel_residual)
                 if i == 0:
                     traces = trace_rows(settings.run, stats.forward.result)
+            if pi is not None:  # after the default forward's figures are read
+                with _autocast(device, settings.precision):
+                    pi.update(model, x, logits, seed=i)
     model.set_unrolled(was_unrolled)
     model.train(was_training)
     meter.reduce(dist)
@@ -293,6 +307,8 @@ def evaluate(
         out["eval_nfe_mean"] = float(nfe[0] / nfe[1])
     if residuals:  # this rank's median; under DDP the row keeps the largest (REDUCE)
         out["eval_f_rel_residual_median"] = float(torch.cat(residuals).float().median())
+    if pi is not None:
+        out.update(pi.result(dist))
     return out, traces
 
 

@@ -27,17 +27,18 @@ def task_loss(
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """Cross-entropy; segmentation logits ``(B, K, h, w)`` are upsampled (bilinear) to the
-    label's ``(H, W)`` first, and pixels labelled ``ignore_index`` (255 when None) are skipped."""
+    label's ``(H, W)`` first, and pixels labelled ``ignore_index`` (255 when None) are skipped.
+    Half-precision logits are upcast to float32; float64 ones keep their precision."""
+    if logits.dtype != torch.float64:
+        logits = logits.float()
     if task == "segmentation":
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(
                 logits, size=target.shape[-2:], mode="bilinear", align_corners=False
             )
         ignore = IGNORE_INDEX if ignore_index is None else ignore_index
-        return F.cross_entropy(
-            logits.float(), target, ignore_index=ignore, label_smoothing=label_smoothing
-        )
-    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+        return F.cross_entropy(logits, target, ignore_index=ignore, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
 def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:

@@ -42,6 +42,8 @@ from deqbench.runs.train.loop import Clock, Observer, OutOfTime, eval_scalars, e
 from deqbench.runs.train.settings import LoopSettings
 from deqbench.runs.train.snapshot import restore_snapshot
 from deqbench.runs.train.steplog import Diverged, StepLog
+from deqbench.runs.train.sweep import sweep
+from deqbench.runs.train.target import Target, check_target
 from deqbench.suite.duration import format_duration
 from deqbench.suite.train import TrainRun
 
@@ -54,6 +56,7 @@ class RunOutput:
     steps: list[dict[str, Any]] = field(default_factory=list)
     traces: list[dict[str, Any]] = field(default_factory=list)
     step_ms: list[float] = field(default_factory=list)  #: wall time of each step, in order
+    evals: list[dict[str, Any]] = field(default_factory=list)  #: ``[eval] sweep`` rows
 
 
 def identity(suite_name: str, run: TrainRun, device: torch.device) -> dict[str, Any]:
@@ -141,6 +144,7 @@ def train_run(
     batches, eval_loader = build_batches(run, source, device, dist)
     steps = total_steps(run, batches.per_epoch)
     state = build_state(run, model, steps)
+    state.target = Target.of(run.spec.eval, info.task)  # before a checkpoint restores it
     tb = None
     if run.spec.logging.tensorboard and report is not None and dist.is_main:
         tb = TensorBoardRun(report, run.index, run.label)
@@ -160,7 +164,7 @@ def train_run(
     state.net = wrap_model(model, dist, device, warmup=settings.warmup > state.step)
     if observer is not None:
         observer.run_started(run, steps)
-    clock = Clock(train_s=times["train_s"], eval_s=times["eval_s"])  # training starts now
+    clock = Clock(train_s=times["train_s"], eval_s=times["eval_s"], check_s=log.check_s)
     try:
         extra = train(
             state,
@@ -192,13 +196,27 @@ def train_run(
     _summarise(m, log, train_s, run.spec.dataset.batch_size, batches.per_epoch)
     try:
         if m["status"] == RunStatus.COMPLETED:
-            result, out.traces = evaluate(state, eval_loader, info, settings=settings, dist=dist)
+            start = time.perf_counter()
+            result, out.traces = evaluate(
+                state,
+                eval_loader,
+                info,
+                settings=settings,
+                dist=dist,
+                paths=settings.path_independence,
+            )
+            eval_s = clock.eval_s + clock.interim_eval_s + time.perf_counter() - start
+            check_target(state.target, result, state.step, {"train_s": train_s, "eval_s": eval_s})
             m.update(result)
             if tb is not None:
                 tb.log_scalars(state.step, eval_scalars(result))
+            # [eval] sweep: the trained model at other forward settings (not in train_s)
+            out.evals = sweep(state, eval_loader, info, settings=settings, dist=dist)
     finally:
         if tb is not None:
             tb.close()
+    if state.target is not None:  # reached or not, also for a run that failed after it
+        m.update(state.target.columns())
     if device.type == "cuda":
         m["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / MB
     m["rss_peak_mb"] = run_peak_rss_mb()

@@ -29,7 +29,12 @@ class LoopSettings:
     checkpoint_every: int  #: also every N steps; 0: epoch ends only
     keep_checkpoints: bool  #: checkpoint the finished run too
     refresh_s: float = 0.5  #: display refresh (a log drain); steps under DDP
+    fpc_k: int = 0  #: fixed-point correction's samples (`deqbench.runs.train.correction`); 0: off
+    fpc_gamma: float = 0.8  #: its weights' decay
     deadline: float | None = None  #: a `time.perf_counter` value; None: no timeout
+    #: ``[eval] sweep``'s settings, each evaluated after the final evaluation (implicit models)
+    eval_sweep: tuple[dict[str, Any], ...] = ()
+    path_independence: bool = False  #: ``[eval] path_independence`` (implicit models)
 
     @classmethod
     def from_run(
@@ -55,6 +60,8 @@ class LoopSettings:
             eval_every=evaluation.every_epochs,
             eval_max_batches=evaluation.max_batches,
             eval_deq=evaluation.deq_settings() if implicit else {},
+            eval_sweep=tuple(evaluation.sweep.settings()) if implicit else (),
+            path_independence=implicit and evaluation.path_independence,
             grad_check=implicit and evaluation.grad_check,
             grad_check_every=evaluation.grad_check_every,
             checkpoint=checkpoint if suite.checkpoint else None,
@@ -62,4 +69,6 @@ class LoopSettings:
             keep_checkpoints=suite.keep_checkpoints,
             refresh_s=refresh_s,
             deadline=deadline,
+            fpc_k=recipe.fpc_k,
+            fpc_gamma=recipe.fpc_gamma,
         )
