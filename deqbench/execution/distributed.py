@@ -232,6 +232,7 @@ REDUCE: Mapping[str, str] = {
     "rss_peak_mb": "max",
     "saved_mb": "max",
     "step_ms_median": "max",
+    "backward_ms_median": "max",
     "step_ms_iqr": "max",
     "f_rel_residual_final": "max",
     "f_rel_residual_median_final": "max",

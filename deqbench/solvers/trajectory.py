@@ -6,8 +6,8 @@ The cap N is cut into k segments of consecutive evaluations: segment j (1-based)
 evaluation b_j = ⌊j·N/k⌋, so b_k = N. `IterateRecorder` wraps ``f`` and keeps, per segment, a
 detached copy of the point of the latest evaluation in it. A solve that runs to the cap leaves
 the points of evaluations b_1, …, b_k; one that stops at evaluation n < N, in segment s, leaves
-b_1, …, b_{s−1} and n. At most k states are held (and the one being copied), whatever the
-solver: the recorder never looks inside it.
+b_1, …, b_{s−1} and n. At most k states are held, one buffer per segment, whatever the solver:
+the recorder never looks inside it.
 
 Evaluation n's point is the solver's iterate there (for fixed-point iteration z_{n−1}, whose
 ``f`` is z_n); a solver's returned best iterate is one of these points too.
@@ -69,7 +69,10 @@ class IterateRecorder:
     def __call__(self, z: Tensor) -> Tensor:
         self.calls += 1
         segment = min(bisect.bisect_left(self.ends, self.calls), self.k - 1) + 1
-        self.kept[segment] = (self.calls, z.detach().clone())
+        held = self.kept.get(segment)
+        # One buffer per segment, overwritten by each later point in it: no allocation per step.
+        point = z.detach().clone() if held is None else held[1].copy_(z)
+        self.kept[segment] = (self.calls, point)
         return self.f(z)
 
     def trajectory(self, spec: StateSpec) -> Trajectory | None:

@@ -232,3 +232,18 @@ def test_evaluation_solves_with_its_own_settings(toys, tmp_path):
 def test_evaluation_solver_settings_are_validated(toys, tmp_path, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_suite(suite_file(tmp_path, "", steps=2), [override])
+
+
+def test_each_step_times_its_backward(toys, tmp_path, monkeypatch):
+    # A clock that advances one second per reading: the backward's two readings are the
+    # step's only consecutive ones, so each backward takes exactly 1000 ms on it.
+    from deqbench.runs.train.steplog import StepLog
+
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(StepLog, "mark", lambda self: float(next(ticks)))
+    suite = load_suite(suite_file(tmp_path, "", steps=6, warmup=2))
+    out = train_run(suite.runs[0], CPU)
+    assert [r["backward_ms"] for r in out.steps] == [1000.0] * 6
+    # The median over the settled equilibrium steps: the first and the metered one left out.
+    assert out.metrics["backward_ms_median"] == 1000.0
+    assert out.metrics["step_ms_median"] == 3000.0  # record, backward start, backward end

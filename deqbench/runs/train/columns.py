@@ -54,6 +54,9 @@ TRAIN_COLUMNS: dict[str, str] = {
     "relative residual (above ~0.05 the solve did not find an equilibrium)",
     "f_converged_frac": "fraction of training forwards in which every sample reached f_tol",
     "b_nfe_mean": "mean backward-solve NFE per step (empty for estimators that solve none)",
+    "backward_ms_median": "median wall time of a training step's backward (the whole autograd "
+    "backward: head, estimator, stem; CUDA events on a GPU), ms, over the steps of "
+    "step_ms_median",
     "grad_checks": "training steps whose gradient was checked against the exact implicit "
     "gradient ([eval] grad_check, grad_check_every; implicit models in equilibrium mode)",
     "grad_cosine_median": "median over the checks of the cosine between the run's parameter "
@@ -122,6 +125,7 @@ STEP_COLUMNS: dict[str, str] = {
     "f_rel_residual": "worst relative residual of the step's forward",
     "f_rel_residual_median": "median over samples of the relative residual of the step's forward",
     "b_nfe": "backward-solve NFE of the step (empty when none)",
+    "backward_ms": "wall time of the step's backward (the whole autograd backward), ms",
     "images_per_s": "images per second of this step",
     "grad_cosine": "checked steps only: cosine between the step's parameter gradient of the "
     "task loss and the exact implicit gradient on the same batch (deqbench.runs.train.grad_check)",

@@ -45,6 +45,7 @@ TRAIN_METRICS = (
     Metric("time_to_target_s", "to target s"),
     Metric("f_nfe_mean", "f NFE"),
     Metric("b_nfe_mean", "b NFE"),
+    Metric("backward_ms_median", "bwd ms"),
     Metric("eval_nfe_mean", "eval NFE"),
     Metric("saved_mb", "saved MB"),
     Metric("peak_mem_mb", "CUDA peak MB"),

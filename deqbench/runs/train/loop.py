@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +76,10 @@ def train_step(
     settings: LoopSettings,
     info: DatasetInfo,
     meter: SavedTensorsMeter | None = None,
-) -> Tensor:
-    """One optimizer step; returns the detached loss (no host sync)."""
+    mark: Callable[[], Any] | None = None,
+) -> tuple[Tensor, tuple[Any, Any] | None]:
+    """One optimizer step; returns the detached loss (no host sync) and, with ``mark`` (a
+    clock such as `StepLog.mark`), its readings around the backward."""
     model = state.model
     state.optimizer.zero_grad(set_to_none=True)
     with meter if meter is not None else contextlib.nullcontext():
@@ -92,7 +95,9 @@ def train_step(
         )
         if model.implicit and not model.unrolled:
             loss = loss + model.jac_reg_loss() + fpc
+    start = mark() if mark is not None else None
     state.scaler.scale(loss).backward()
+    backward = (start, mark()) if mark is not None else None
     if settings.grad_clip > 0:
         state.scaler.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -100,7 +105,7 @@ def train_step(
     state.scaler.update()
     state.scheduler.step()
     state.step += 1
-    return loss.detach()
+    return loss.detach(), backward
 
 
 def _check_gradient(
@@ -180,9 +185,9 @@ def train(
             check = _check_gradient(state, x, y, settings=s, info=info, dist=dist)
             log.check_s += check.seconds
             log.restart_clock()  # the step's time is the step's alone
-        loss = train_step(state, x, y, settings=s, info=info, meter=meter)
+        loss, backward = train_step(state, x, y, settings=s, info=info, meter=meter, mark=log.mark)
         entry = PendingStep(step, state.epoch, mode, loss, lr, x.shape[0] * dist.world_size)
-        entry.grad = check
+        entry.grad, entry.backward = check, backward
         _add_solver_stats(entry, model)
         log.record(entry, timed=meter is None)
         if meter is not None:

@@ -238,11 +238,11 @@ def _summarise(m: dict[str, Any], log: StepLog, train_s: float, batch: int, per_
     # Step times after the warm-up: equilibrium steps (all steps if there are none), without
     # the metered step and, when enough remain, without the first (allocator, caches).
     main_mode = "equilibrium" if m["equilibrium_steps"] else "unrolled"
-    times = [ms for mode, ms, timed in log.step_ms if mode == main_mode and timed]
-    if len(times) >= 3:
-        times = times[1:]
+    times = _settled(log.step_ms, main_mode)
     if times:
         m["step_ms_median"], m["step_ms_iqr"] = median_iqr(times)
+    if backward := _settled(log.backward_ms, main_mode):
+        m["backward_ms_median"] = statistics.median(backward)
     eq = [r for r in rows if r["mode"] == "equilibrium" and r["f_nfe"] is not None]
     if eq:
         m["f_nfe_mean"] = statistics.fmean(r["f_nfe"] for r in eq)
@@ -262,6 +262,13 @@ def _summarise(m: dict[str, Any], log: StepLog, train_s: float, batch: int, per_
         m["grad_rel_error_median"] = statistics.median(errors)
         m["grad_rel_error_worst"] = max(errors)
         m["grad_check_s"] = log.check_s
+
+
+def _settled(entries: list[tuple[str, float, bool]], mode: str) -> list[float]:
+    """The ``(mode, ms, timed)`` times of ``mode``'s timed steps, without the first when
+    enough remain (allocator, caches)."""
+    times = [ms for m, ms, timed in entries if m == mode and timed]
+    return times[1:] if len(times) >= 3 else times
 
 
 def reset_peak_rss() -> bool:

@@ -36,6 +36,7 @@ class PendingStep:
     f_ok: Tensor | None = None
     b_nfe: int | None = None
     grad: GradCheck | None = None
+    backward: tuple[Any, Any] | None = None  #: `StepLog.mark`s around the step's backward
 
 
 class StepLog:
@@ -51,12 +52,14 @@ class StepLog:
         self.on_row = on_row  #: told each step row as it is drained (the TensorBoard log)
         self.rows: list[dict[str, Any]] = []  #: drained: the report's step rows
         self.step_ms: list[tuple[str, float, bool]] = []  #: (mode, ms, timed)
+        self.backward_ms: list[tuple[str, float, bool]] = []  #: the same, of the backward
         self.f_ok: list[bool] = []
         self.check_s = 0.0  #: wall time of the gradient checks (not training time)
         self._pending: list[tuple[PendingStep, Any, bool]] = []
-        self._last = self._mark()
+        self._last = self.mark()
 
-    def _mark(self) -> Any:
+    def mark(self) -> Any:
+        """A point in time: a recorded CUDA event (no sync) or `time.perf_counter`."""
         if self.device.type == "cuda":  # an event, so that timing each step needs no sync
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -65,10 +68,10 @@ class StepLog:
 
     def restart_clock(self) -> None:
         """Steps are timed from here (after an evaluation, say)."""
-        self._last = self._mark()
+        self._last = self.mark()
 
     def record(self, entry: PendingStep, timed: bool = True) -> None:
-        now = self._mark()
+        now = self.mark()
         self._pending.append((entry, (self._last, now), timed))
         self._last = now
 
@@ -83,12 +86,11 @@ class StepLog:
         # batch's loss, and every rank sees the same numbers (so all agree on a divergence).
         losses = mean_over_ranks(losses, self.dist).tolist()
         for (p, (start, end), timed), loss in zip(pending, losses, strict=True):
-            if isinstance(start, float):
-                ms = (end - start) * 1e3
-            else:
-                end.synchronize()
-                ms = start.elapsed_time(end)
+            ms = _elapsed_ms(start, end)
             self.step_ms.append((p.mode, ms, timed))
+            backward_ms = None if p.backward is None else _elapsed_ms(*p.backward)
+            if backward_ms is not None:
+                self.backward_ms.append((p.mode, backward_ms, timed))
             if p.f_ok is not None:
                 self.f_ok.append(bool(p.f_ok))
             self.rows.append(
@@ -102,6 +104,7 @@ class StepLog:
                     "f_rel_residual": None if p.f_res is None else float(p.f_res),
                     "f_rel_residual_median": _float(p.f_res_median),
                     "b_nfe": p.b_nfe,
+                    "backward_ms": backward_ms,
                     "images_per_s": p.images / (ms / 1e3) if ms > 0 else None,
                     **(p.grad.columns() if p.grad is not None else {}),
                 }
@@ -111,6 +114,14 @@ class StepLog:
             if not math.isfinite(loss):
                 raise Diverged(f"the training loss became {loss} at step {p.step}")
         return self.rows[-1]
+
+
+def _elapsed_ms(start: Any, end: Any) -> float:
+    """Milliseconds between two `StepLog.mark`s."""
+    if isinstance(start, float):
+        return (end - start) * 1e3
+    end.synchronize()
+    return start.elapsed_time(end)
 
 
 def _float(value: Tensor | None) -> float | None:
