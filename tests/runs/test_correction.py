@@ -4,6 +4,7 @@ training run with it."""
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from deqbench.models import DEQSettings, Model
 from deqbench.runs.train.correction import correction_loss, enable_correction
 from deqbench.runs.train.metrics import task_loss
 from deqbench.runs.train.run import train_run
+from deqbench.runs.train.settings import LoopSettings
 from deqbench.suite.load import load_suite
 from deqbench.testing.train_toys import TrainToys, tiny_deq
 
@@ -103,7 +105,7 @@ def test_loss_and_gradient_match_the_closed_form_on_a_linear_deq(gradient):
     y = torch.tensor([0, 1, 2, 1, 0])
     model = LinearDEQ(a, b, c, gradient, cap=6).train()
     enable_correction(model, 3)
-    settings = SimpleNamespace(fpc_gamma=gamma, label_smoothing=0.0)
+    settings = _settings(gamma)
     info = DatasetInfo(task="classification", num_classes=classes, in_channels=1)
     logits = model(x)
     assert model.deq.trajectory.evaluations == (2, 4, 6)
@@ -118,13 +120,20 @@ def test_loss_and_gradient_match_the_closed_form_on_a_linear_deq(gradient):
     torch.testing.assert_close(model.deq.cell.a.grad, ga, rtol=0, atol=1e-12)
 
 
+def _settings(gamma: float) -> SimpleNamespace:
+    """The loop settings the correction reads: its decay and the recipe's loss."""
+    settings = SimpleNamespace(fpc_gamma=gamma, label_smoothing=0.0)
+    settings.loss = functools.partial(LoopSettings.loss, settings)
+    return settings
+
+
 def test_off_records_nothing_and_adds_nothing():
     model = tiny_deq(num_classes=3, in_channels=1, image_size=4).train()
     enable_correction(model, 0)
     x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
     model(x)
     assert model.deq.keep_iterates == 0 and model.deq.trajectory is None
-    settings = SimpleNamespace(fpc_gamma=0.8, label_smoothing=0.0)
+    settings = _settings(0.8)
     info = DatasetInfo(task="classification", num_classes=3, in_channels=1)
     assert correction_loss(model, x, y, settings=settings, info=info) == 0.0
     enable_correction(model, 1)  # one sample is the final iterate alone: the plain loss

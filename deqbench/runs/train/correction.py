@@ -21,7 +21,6 @@ from torch import Tensor
 from deqbench.data import DatasetInfo
 from deqbench.errors import ConfigError
 from deqbench.models import Model
-from deqbench.runs.train.metrics import task_loss
 from deqbench.runs.train.settings import LoopSettings
 
 
@@ -62,13 +61,6 @@ def correction_loss(
     deq.trajectory = None
     total: Tensor | float = 0.0
     for exponent, state in trajectory.corrected():
-        logits = model.head_logits(state, x)
-        loss = task_loss(
-            logits,
-            y,
-            task=info.task,
-            ignore_index=info.ignore_index,
-            label_smoothing=settings.label_smoothing,
-        )
+        loss = settings.loss(model.head_logits(state, x), y, info)
         total = total + settings.fpc_gamma**exponent * loss
     return total

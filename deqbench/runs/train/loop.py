@@ -25,7 +25,7 @@ from deqbench.runs.train.batches import Epochs
 from deqbench.runs.train.build import TrainState
 from deqbench.runs.train.correction import correction_loss, enable_correction
 from deqbench.runs.train.grad_check import GradCheck
-from deqbench.runs.train.metrics import EvalMeter, task_loss
+from deqbench.runs.train.metrics import EvalMeter
 from deqbench.runs.train.path_independence import PathMeter
 from deqbench.runs.train.settings import LoopSettings
 from deqbench.runs.train.snapshot import save_snapshot
@@ -86,13 +86,7 @@ def train_step(
         with _autocast(x.device, settings.precision):
             logits = (state.net or model)(x)
             fpc = correction_loss(model, x, y, settings=settings, info=info)  # 0 unless fpc_k
-        loss = task_loss(
-            logits,
-            y,
-            task=info.task,
-            ignore_index=info.ignore_index,
-            label_smoothing=settings.label_smoothing,
-        )
+        loss = settings.loss(logits, y, info)
         if model.implicit and not model.unrolled:
             loss = loss + model.jac_reg_loss() + fpc
     start = mark() if mark is not None else None
@@ -121,13 +115,7 @@ def _check_gradient(
     loss."""
 
     def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
-        return task_loss(
-            logits,
-            target,
-            task=info.task,
-            ignore_index=info.ignore_index,
-            label_smoothing=settings.label_smoothing,
-        )
+        return settings.loss(logits, target, info)
 
     scale = state.scaler.get_scale() if state.scaler.is_enabled() else 1.0
     return grad_check.check_gradient(

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
+from deqbench.data import DatasetInfo
+from deqbench.runs.train.metrics import task_loss
 from deqbench.suite.train import TrainRun
 
 
@@ -35,6 +39,16 @@ class LoopSettings:
     #: ``[eval] sweep``'s settings, each evaluated after the final evaluation (implicit models)
     eval_sweep: tuple[dict[str, Any], ...] = ()
     path_independence: bool = False  #: ``[eval] path_independence`` (implicit models)
+
+    def loss(self, logits: Tensor, target: Tensor, info: DatasetInfo) -> Tensor:
+        """The recipe's task loss on ``info``'s data (label smoothing, ignored label)."""
+        return task_loss(
+            logits,
+            target,
+            task=info.task,
+            ignore_index=info.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
 
     @classmethod
     def from_run(
