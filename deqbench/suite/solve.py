@@ -164,7 +164,7 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
     def fail(key: str, err: Exception | str) -> None:
         raise ConfigError(f"{path}: {key}: {err}")
 
-    built: dict[str, list[tuple[str, Any, dict]]] = {}  # (name, factory, options) per kind
+    built: dict[str, list[tuple[str, Any]]] = {}  # (name, built object) per kind
     names = [p.name for p in spec.problems]
     for i, problem in enumerate(spec.problems):
         if names.count(problem.name) > 1:
@@ -185,8 +185,9 @@ def _check_plugins(spec: SuiteFile, registry: Registry, path: Path) -> None:
         built[kind] = []
         for name, factory in zip(sweep, factories, strict=True):
             for combo in _product(options.get(name, {})):
-                check_options(factory, combo, f"{table[1]}.{name}", fail, build=True)
-                built[kind].append((name, factory, combo))
+                built[kind].append(
+                    (name, check_options(factory, combo, f"{table[1]}.{name}", fail, build=True))
+                )
     # Every solver meets every estimator: shine's needs every swept solver to offer its inverse.
     check_inverse_pairing(registry, built["solvers"], built["gradients"], "matrix.gradient", fail)
 

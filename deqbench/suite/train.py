@@ -197,8 +197,8 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
         ("solvers", deq.b_solver, deq.b_solver_options, "deq.b_solver"),
     ):
         factory = find(kind, name, key)
-        check_options(factory, options, key.replace("solver", "solver_options"), fail, build=True)
-        built[key] = [(name, factory, options)]
+        options_key = key.replace("solver", "solver_options")
+        built[key] = [(name, check_options(factory, options, options_key, fail, build=True))]
     check_inverse_pairing(
         registry, built["deq.solver"], built["deq.gradient"], "deq.gradient", fail
     )

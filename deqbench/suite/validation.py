@@ -89,9 +89,9 @@ def lookup(registry: Registry, kind: str, name: str, key: str, fail: Fail) -> An
         fail(key, exc)
 
 
-def check_options(factory: Any, options: dict, key: str, fail: Fail, build: bool = False) -> None:
+def check_options(factory: Any, options: dict, key: str, fail: Fail, build: bool = False) -> Any:
     """``options`` are ones ``factory`` takes; with ``build``, it also accepts their values
-    (it is called with them)."""
+    (it is called with them) and what it built is returned (None without ``build``)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -101,28 +101,29 @@ def check_options(factory: Any, options: dict, key: str, fail: Fail, build: bool
         for name in options:
             if name not in params:
                 fail(f"{key}.{name}", f"unknown option{did_you_mean(name, params)}")
-    if build:
-        try:
-            factory(**options)
-        except (TypeError, ValueError, DeqbenchError) as exc:
-            fail(key, f"{_sentence(exc)} (options {options})")
+    if not build:
+        return None
+    try:
+        return factory(**options)
+    except (TypeError, ValueError, DeqbenchError) as exc:
+        fail(key, f"{_sentence(exc)} (options {options})")
 
 
 def check_inverse_pairing(
     registry: Registry,
-    solvers: list[tuple[str, Any, dict]],
-    gradients: list[tuple[str, Any, dict]],
+    solvers: list[tuple[str, Any]],
+    gradients: list[tuple[str, Any]],
     key: str,
     fail: Fail,
 ) -> None:
-    """Every gradient (name, factory, options) that reuses the forward solver's inverse-Jacobian
-    estimate (``needs_inverse``: shine, refine from shine) meets only solvers (name, factory,
-    options) that offer one (``offers_inverse``: broyden). Options were checked already."""
-    needing = [name for name, factory, opts in gradients if _built(factory, opts, "needs_inverse")]
+    """Every gradient (name, the object `check_options` built) that reuses the forward solver's
+    inverse-Jacobian estimate (``needs_inverse``: shine, refine from shine) meets only solvers
+    (name, built object) that offer one (``offers_inverse``: broyden)."""
+    needing = [name for name, gradient in gradients if getattr(gradient, "needs_inverse", False)]
     if not needing:
         return
-    for name, factory, opts in solvers:
-        if not _built(factory, opts, "offers_inverse"):
+    for name, solver in solvers:
+        if not getattr(solver, "offers_inverse", False):
             offering = [n for n in registry.names("solvers") if _offers(registry, n)]
             fail(
                 key,
@@ -130,13 +131,6 @@ def check_inverse_pairing(
                 f"and solver {name!r} offers none; expected a solver that offers one "
                 f"({', '.join(offering) or 'none is registered'})",
             )
-
-
-def _built(factory: Any, options: dict, attribute: str) -> bool:
-    try:
-        return bool(getattr(factory(**options), attribute, False))
-    except Exception:  # a factory that cannot be built here was reported by its own check
-        return False
 
 
 def _offers(registry: Registry, name: str) -> bool:
