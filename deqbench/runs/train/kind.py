@@ -144,8 +144,11 @@ class TrainKind(RunKind):
             resume=job.resume,
             timeout_s=info.timeout if here else None,  # in this process the loop checks it
         )
-        companions = {"steps.csv": result.steps, "traces.csv": result.traces}
-        companions["evals.csv"] = result.evals
+        companions = {
+            "steps.csv": result.steps,
+            "traces.csv": result.traces,
+            "evals.csv": result.evals,
+        }
         return RunOutput(result.metrics, companions)
 
     def finish(self, job: Job, row: Row) -> None:
