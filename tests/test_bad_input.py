@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from deqbench import cli as cli_module
 from deqbench.cli import _plural, main
+from deqbench.cli import listing as cli_listing
 from deqbench.suite.load import load_suite
 from deqbench.suite.solve import WARN_RUNS, smoke
 
@@ -156,7 +156,7 @@ def test_a_huge_matrix_warns_and_costs_memory_by_sweep_not_by_run(cli, tmp_path)
 
 def test_list_of_an_empty_kind_says_why(cli, monkeypatch):
     empty = types.SimpleNamespace(entries=lambda kinds=None: [], failures=[], versions={})
-    monkeypatch.setattr(cli_module, "get_registry", lambda: empty)
+    monkeypatch.setattr(cli_listing, "get_registry", lambda: empty)
     result = cli.invoke(main, ["list", "models"])
     assert result.exit_code == 0
     assert "no models are registered" in result.output and "entry point" in result.output
