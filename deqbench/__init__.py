@@ -35,7 +35,10 @@ _LAZY: dict[str, str] = {
     "UnknownNameError": "deqbench.errors",
     "GradContext": "deqbench.gradients",
     "GradientEstimator": "deqbench.gradients",
+    "ReentrantBackwardError": "deqbench.gradients",
     "hookimpl": "deqbench.hookspecs",
+    "LoggedRun": "deqbench.loggers",
+    "RunLogger": "deqbench.loggers",
     "SavedTensorsMeter": "deqbench.measure.memory",
     "get_cell": "deqbench.plugins",
     "get_gradient": "deqbench.plugins",
@@ -72,8 +75,9 @@ if TYPE_CHECKING:
     from deqbench.execution.checkpoint import load_checkpoint, save_checkpoint
     from deqbench.execution.distributed import Dist
     from deqbench.execution.worker import WorkerOutcome, run_isolated
-    from deqbench.gradients import GradContext, GradientEstimator
+    from deqbench.gradients import GradContext, GradientEstimator, ReentrantBackwardError
     from deqbench.hookspecs import hookimpl
+    from deqbench.loggers import LoggedRun, RunLogger
     from deqbench.measure.diagnostics import spectral_radius
     from deqbench.measure.memory import SavedTensorsMeter
     from deqbench.measure.path_independence import path_independence
@@ -126,12 +130,15 @@ __all__ = [
     "GradientEstimator",
     "InverseJacobian",
     "Job",
+    "LoggedRun",
     "LowRankInverse",
     "Model",
     "Monitor",
     "MonitorMisuse",
     "PluginConflictError",
+    "ReentrantBackwardError",
     "RunKind",
+    "RunLogger",
     "RunOutput",
     "RunStatus",
     "SavedTensorsMeter",

@@ -64,6 +64,16 @@ RUN_KINDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: (name, "module:attr", description) of the experiment loggers the core registers.
+LOGGERS: tuple[tuple[str, str, str], ...] = (
+    (
+        "tensorboard",
+        "deqbench.report.tensorboard:TensorBoardLogger",
+        "per-step scalars and evaluations to <report>.tensorboard/ (needs tensorboard)",
+    ),
+)
+
+
 def resolved(table: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, Any, str], ...]:
     """``table`` with each ``"module:attr"`` target imported: ``(name, object, description)``."""
     out = []
@@ -88,4 +98,10 @@ def register_gradients(register):
 @hookimpl
 def register_run_kinds(register):
     for name, target, description in RUN_KINDS:
+        register(name, target, description=description)
+
+
+@hookimpl
+def register_loggers(register):
+    for name, target, description in LOGGERS:
         register(name, target, description=description)

@@ -14,7 +14,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: The kinds of things a plugin can register, in display order.
-KINDS = ("solvers", "gradients", "cells", "models", "heads", "datasets", "run_kinds")
+KINDS = ("solvers", "gradients", "cells", "models", "heads", "datasets", "run_kinds", "loggers")
 
 
 @hookspec
@@ -51,6 +51,13 @@ def register_datasets(register):
 def register_run_kinds(register):
     """Register kinds of run: `deqbench.runs.kind.RunKind` instances, named as a suite's
     ``[suite] kind`` names them."""
+
+
+@hookspec
+def register_loggers(register):
+    """Register experiment loggers: factories taking the options of the suite's
+    ``[logging.options.<name>]`` and returning a `deqbench.loggers.RunLogger`, named as
+    ``[logging] loggers`` names them."""
 
 
 @hookspec(firstresult=True)

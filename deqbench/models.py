@@ -15,9 +15,10 @@ resolution, ``channels[i]`` channels each) to logits.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,17 @@ TASKS = ("classification", "segmentation")
 
 #: Version of the checkpoint layout written by `save_model`; bump it when the layout changes.
 CHECKPOINT_FORMAT = 1
+
+
+class WeightFormat(Protocol):
+    """Another layout of published weights that a model reads (a reference implementation's):
+    ``detect`` tells it by its keys, ``convert`` maps it onto the model's own state dict and
+    refuses the first key that does not fit with one `CheckpointError` line. Both take what
+    `read_weights` returned, wrappers and all."""
+
+    def detect(self, payload: Any) -> bool: ...
+
+    def convert(self, payload: Any, model: nn.Module) -> dict[str, Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class Model(nn.Module):
     """
 
     task: ClassVar[str] = "classification"
+    #: The other weight layouts the model reads, by name (a suite's ``[model] weights_format``).
+    weight_formats: ClassVar[Mapping[str, WeightFormat]] = {}
 
     # A property, not a class attribute `deq = None`: nn.Module keeps submodules in
     # `_modules`, so a class attribute would hide an assigned DEQ layer from `self.deq`.
@@ -115,6 +129,19 @@ def save_model(model: nn.Module, path: str | Path, **info: Any) -> None:
     """Write a plain, versioned state-dict checkpoint; ``info`` (names, options) goes with it."""
     payload = {"format": CHECKPOINT_FORMAT, "info": info, "state_dict": model.state_dict()}
     torch.save(payload, Path(path))
+
+
+def read_weights(path: str | Path) -> Any:
+    """A weights file as torch saved it, read with ``weights_only=True`` onto the CPU; a missing
+    or unreadable file is one `CheckpointError` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or objects weights_only refuses
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable weights file ({reason})") from None
 
 
 def load_model(model: nn.Module, path: str | Path) -> dict[str, Any]:

@@ -299,3 +299,35 @@ def test_training_smoke_options_on_a_solve_suite_are_refused(cli, tmp_path, opti
     assert f"{path}: {option[0]} applies to training suites" in message
     assert "a solve suite takes --limit and --only" in message
     assert not out.exists()  # nothing ran
+
+
+def test_smoke_timings_are_flagged_in_the_row_and_marked_in_the_table(cli, tmp_path):
+    # --limit times each run once, unwarmed: flagged even where the cap changed nothing
+    path = tmp_path / "s.toml"
+    text = SUITE.format(problems=_problem("p", "tanh", spectral_norm=0.5))
+    path.write_text(text.replace("max_iter = 60", "max_iter = [40, 2]"))
+    out = tmp_path / "r.csv"
+    result = cli.invoke(main, ["run", str(path), "--out", str(out), "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    frame = read_report(out)
+    assert frame["smoke"].tolist() == [3, 3] and frame["repeats"].tolist() == [1, 1]
+    rows = [line for line in result.output.splitlines() if line.startswith("│ p ")]
+    assert len(rows) == 2 and all(line.count("†") == 2 for line in rows)  # solve ms, ×bare/NFE
+    assert "† a smoke run (--limit): timed from one unwarmed repeat" in result.output
+    # no terminal: a plain line per finished run, smoke-marked
+    assert "run 2/2 p max_iter solver=fixed-point NFE=2 " in result.output
+    assert result.output.count("(smoke: timed from one unwarmed repeat)") == 2
+    full = cli.invoke(main, ["run", str(path), "--out", str(tmp_path / "f.csv")])
+    assert full.exit_code == 0, full.output
+    assert read_report(tmp_path / "f.csv")["smoke"].isna().all() and "†" not in full.output
+
+
+def test_progress_every_on_a_solve_suite_is_refused_in_one_line(cli, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.format(problems=_problem("p", "tanh", spectral_norm=0.5)))
+    result = cli.invoke(main, ["run", str(path), "--progress-every", "5"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: {path}: --progress-every applies to training suites; a solve suite prints a "
+        "line per finished run"
+    )

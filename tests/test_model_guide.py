@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guide_examples import run_own_tests
 
 from deqbench import plugins
 
@@ -45,7 +46,7 @@ def example_installed(tmp_path):
     finally:
         for path in paths:
             sys.path.remove(path)
-        for mod in ("deqbench_example_model", "deqbench_example_model.model"):
+        for mod in [m for m in sys.modules if m.startswith("deqbench_example_model")]:
             sys.modules.pop(mod, None)
         importlib.invalidate_caches()
         plugins.reset_registry()
@@ -53,7 +54,7 @@ def example_installed(tmp_path):
 
 def test_the_package_is_the_guides_code():
     python = _blocks("python")
-    for path in (PKG / "__init__.py", PKG / "model.py"):
+    for path in (PKG / "__init__.py", PKG / "model.py", PKG / "heads.py"):
         body = path.read_text().split("\n", 2)[2].lstrip("\n")  # minus the docstring line
         assert body in python, path.name
     assert 'example-model = "deqbench_example_model"' in _blocks("toml")[0]
@@ -72,3 +73,24 @@ def test_listed_conforms_and_trains(example_installed, cli):
     model(torch.randn(2, 3, 16, 16)).logsumexp(1).sum().backward()
     assert model.stats.forward.nfe >= 1 and model.stats.backward is not None
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_its_own_tests_pass(example_installed):
+    run_own_tests(EXAMPLE)
+
+
+def test_the_guides_head_serves_its_model_and_mdeq(example_installed, cli):
+    """Section 6's [model] table builds, with the head on the example model and on an MDEQ."""
+    from deqbench.cli import main
+
+    assert "pooled-linear" in cli.invoke(main, ["list", "heads"]).output
+    table = tomllib.loads(next(b for b in _blocks("toml") if "[model]" in b))["model"]
+    factory = example_installed.get("models", table["name"]).obj
+    model = factory(
+        num_classes=5, head=table["head"], head_options=table["head_options"], **table["options"]
+    )
+    assert model.head.dropout.p == 0.1 and model.head.linear.in_features == 16
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    mdeq = example_installed.get("models", "mdeq-cpu-small").obj
+    head = mdeq(num_classes=5, image_size=8, head="pooled-linear").head
+    assert head.linear.in_features == 16 + 32  # one count per resolution, summed

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from guide_examples import run_own_tests
 
 from deqbench import get_solver, plugins
+from deqbench.report.results import read_report
 from deqbench.suite.load import load_suite
-from deqbench.testing import check_solver, solver_conformance_params
+from deqbench.testing import check_solver, run_solver_check, solver_conformance_params
 
 try:
     import tomllib
@@ -126,6 +128,79 @@ def test_the_guides_problem_separates_solvers():
         nfe[name] = (result.nfe, result.status.value)
     assert nfe["fixed-point"] == (100, "max_iter"), nfe
     assert nfe["anderson"][1] == "converged" and nfe["anderson"][0] < 60, nfe
+
+
+def test_its_own_tests_pass(example_installed):
+    run_own_tests(EXAMPLE)
+
+
+def test_the_guides_commands_run(example_installed, cli, tmp_path):
+    """Sections 4 and 5: list, validate and run, as the guide writes them."""
+    from deqbench.cli import main
+
+    listed = cli.invoke(main, ["list", "solvers"])
+    assert re.search(r"momentum\s+│\s+example-solver", listed.output), listed.output
+    blocks = re.findall(r"```toml\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    suite = tmp_path / "my-solver.toml"
+    suite.write_text(next(b for b in blocks if "[suite]" in b))
+    out = tmp_path / "reports" / "my-solver.csv"
+    assert cli.invoke(main, ["validate", str(suite)]).exit_code == 0
+    # In this process: the rows are a worker's, without a worker process's start-up.
+    result = cli.invoke(
+        main, ["run", str(suite), "--out", str(out), "--set", "suite.isolate=false"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = read_report(out)
+    assert list(rows.solver) == ["anderson", "momentum"] and rows.nfe.min() > 0
+
+
+def _broken_copies():
+    """The four broken copies of the example that section 1 quotes the kit on."""
+    from deqbench_example_solver import Momentum
+
+    class NoReturn(Momentum):  # goes on after observe returned True
+        def solve(self, f, z0, monitor):
+            z = z0
+            for _ in range(monitor.budget + 1):
+                fz = f(z)
+                monitor.observe(z, fz)
+                z = monitor.hold_diverged(fz.clone(), z)
+
+    class FirstRow(Momentum):  # observes only the first row
+        def solve(self, f, z0, monitor):
+            z = z0
+            while not monitor.observe(z[:1], (fz := f(z))[:1]):
+                z = fz
+
+    class InPlace(Momentum):  # adds the step into the observed z
+        def solve(self, f, z0, monitor):
+            z = z0.clone()
+            while not monitor.observe(z, (fz := f(z))):
+                z.add_(fz - z)
+
+    class NoHold(Momentum):  # skips hold_diverged
+        def solve(self, f, z0, monitor):
+            z = z0
+            while not monitor.observe(z, (fz := f(z))):
+                z = fz
+
+    return {"NoReturn": NoReturn, "FirstRow": FirstRow, "InPlace": InPlace, "NoHold": NoHold}
+
+
+def _rounded(text: str) -> str:
+    return re.sub(r"\d+\.\d+", lambda m: f"{float(m.group()):.6g}", text)
+
+
+def test_the_guides_rule_breaking_messages_are_the_kits(example_installed):
+    shown = next(b for b in re.findall(r"```text\n(.*?)```", GUIDE.read_text(), flags=re.S))
+    lines = shown.strip().splitlines()
+    copies = _broken_copies()
+    assert len(lines) == len(copies)
+    for line in lines:
+        name, check = re.match(r"solver '(\w+)' fails '(\w+)'", line).groups()
+        with pytest.raises(AssertionError) as caught:
+            run_solver_check(copies[name](), check)  # the kit names the class
+        assert _rounded(str(caught.value)) == _rounded(line)
 
 
 def test_fn_and_the_solver_api_come_from_deqbench():

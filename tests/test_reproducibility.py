@@ -24,6 +24,7 @@ MACHINE = {
     "rss_peak_mb",
     "peak_mem_mb",
     "grad_check_s",
+    "eval_s",
 }
 
 SUITE = """

@@ -15,9 +15,11 @@ class _Console(Console):
     """Rich output; tables keep a readable width when piped or captured (not a terminal)."""
 
     def __init__(self, stderr: bool = False) -> None:
-        super().__init__(stderr=stderr, soft_wrap=True)
+        # no emoji codes: a message such as "--pair a:b:c" is text, not :b: → 🅱
+        super().__init__(stderr=stderr, soft_wrap=True, emoji=False)
         if not self.is_terminal:
-            self.width = max(self.width, 160)
+            # the quick start's 15 columns need 175: a log file takes a wide line whole
+            self.width = max(self.width, 200)
 
 
 console = _Console()

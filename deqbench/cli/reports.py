@@ -17,8 +17,11 @@ from deqbench.cli.app import console, err_console, main
     "--pair",
     "pairs",
     multiple=True,
-    metavar="A:B",
-    help="With one report: compare solver B against solver A, run by run.",
+    metavar="[KEY=]A:B",
+    help="With one report: compare the runs with KEY=B against those with KEY=A, matched on "
+    "every other key; figures read B / A (B − A for accuracy). KEY: any run key (model, "
+    "gradient, solver, f_tol, …), COLUMN.ENTRY of a JSON column (solver_options.m) or a swept "
+    "option (recipe.lr); plain A:B pairs solvers. E.g. --pair gradient=ift:jfb shows jfb / ift.",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the CSV here."
@@ -67,12 +70,14 @@ def compare(
     fail_on_regression: bool,
     each_seed: bool,
 ) -> None:
-    """Compare two reports run by run (B / A), or solver pairs A:B within one report."""
+    """Compare two reports run by run (B / A: the second against the first), or pairs
+    KEY=A:B within one report (B / A: the runs with KEY=B against those with KEY=A)."""
     from deqbench.errors import ConfigError
     from deqbench.report import compare_render
     from deqbench.report.compare import compare as compare_runs
-    from deqbench.report.compare import compare_pairs, parse_pair
+    from deqbench.report.compare import compare_pairs
     from deqbench.report.matching import load_report, meta_differences
+    from deqbench.report.pairs import parse_pair
 
     frames = [load_report(path) for path in reports]
     if len(frames) == 2 and not pairs:
@@ -81,20 +86,30 @@ def compare(
         warnings = meta_differences(*reports)
     elif len(frames) == 1 and pairs:
         parsed = [parse_pair(p) for p in pairs]
+        keys = sorted({key for key, _, _ in parsed})
+        if len(keys) > 1:
+            raise ConfigError(f"--pair: one key per compare, got {', '.join(keys)}")
         result = compare_pairs(
-            frames[0], parsed, name=reports[0], factor=factor, drop=drop, each_seed=each_seed
+            frames[0],
+            [(a, b) for _, a, b in parsed],
+            name=reports[0],
+            factor=factor,
+            drop=drop,
+            each_seed=each_seed,
+            key=keys[0],
         )
         warnings = []
     else:
         raise ConfigError("compare takes two reports, or one report with --pair A:B")
     if result.table.empty:
         a, b = result.names
+        matched = [k for k in result.keys if k != result.pair]  # the pair's own key differs
         raise ConfigError(
             f"{a} and {b} have no runs in common ({len(result.only_a)} runs only in {a}, "
-            f"{len(result.only_b)} only in {b}; matched on {', '.join(result.keys)})"
+            f"{len(result.only_b)} only in {b}; matched on {', '.join(matched)})"
         )
     for line in [*warnings, *result.notes]:
-        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if fmt == "rich":
         for part in compare_render.to_rich(result):
             console.print(part)
@@ -104,6 +119,11 @@ def compare(
     if out:
         out.write_text(compare_render.to_csv(result), encoding="utf-8")
         err_console.print(f"wrote {out}", highlight=False)
+    if fail_on_regression and result.noisy:
+        err_console.print(
+            f"--fail-on-regression ignores {result.noisy} noisy figure(s) (marked !)",
+            highlight=False,
+        )
     if fail_on_regression and result.regressions:
         err_console.print(f"[red]{result.regressions} run(s) got worse[/]", highlight=False)
         sys.exit(1)
@@ -125,7 +145,7 @@ def plot(report: Path, out_dir: Path | None) -> None:
     out_dir = out_dir or report.with_name(report.stem + "-plots")
     for drawn in plot_report(report, out_dir):
         if drawn.path is None:
-            console.print(f"skipped {drawn.name}: {drawn.note}", highlight=False)
+            console.print(f"skipped {drawn.name}: {escape(drawn.note)}", highlight=False)
         else:
             console.print(f"wrote {drawn.path} ({drawn.runs} runs)", highlight=False)
 

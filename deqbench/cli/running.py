@@ -10,10 +10,20 @@ from rich.markup import escape
 
 from deqbench.cli.app import console, err_console, main
 
+#: ``--set``, as validate and run take it
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key of the suite (repeatable), the value as TOML: --set recipe.lr=0.1; "
+    'a matrix key is one dotted key, quoted: --set \'matrix."deq.solver"=["anderson"]\'.',
+)
+
 
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@set_option
 def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
     """Check a suite file (and overrides) without running anything."""
     from deqbench.suite.load import load_suite
@@ -28,7 +38,7 @@ def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Result CSV path.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@set_option
 @click.option("--device", help="cpu, cuda, cuda:N or auto (overrides suite.device).")
 @click.option("--limit", type=click.IntRange(min=1), help="Smoke run: cap iterations at N.")
 @click.option("--only", multiple=True, metavar="PROBLEM", help="Run only these problems.")
@@ -56,8 +66,18 @@ def validate(suite_file: Path, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
-    help="Train each run on N processes (GPUs) with torch.distributed: shorthand for "
+    help="Train each run on N processes with torch.distributed (one GPU each on CUDA, gloo on "
+    "the CPU): shorthand for "
     "torchrun --standalone --nproc_per_node=N -m deqbench run ...",
+)
+@click.option(
+    "--progress-every",
+    type=click.IntRange(min=0),
+    metavar="STEPS",
+    help="Training suites, when output is not a terminal (a pipe, a Slurm log): a progress "
+    "line every STEPS steps and at the last, besides one per interim evaluation and per "
+    "finished run; 0: no step lines. Shorthand for --set logging.progress_every=STEPS "
+    "(default 100).",
 )
 def run(
     suite_file: Path,
@@ -71,6 +91,7 @@ def run(
     shard: str | None,
     resume: Path | None,
     nproc: int | None,
+    progress_every: int | None,
 ) -> None:
     """Run a suite and write its report (CSV, traces and metadata)."""
     from deqbench.measure import openmp
@@ -82,6 +103,8 @@ def run(
 
     smoke = {"--limit": limit, "--only": only, "--max-steps": max_steps}
     smoke["--max-eval-batches"] = max_eval_batches
+    if progress_every is not None:
+        overrides = _progress_override(suite_file, overrides, progress_every)
     request = Request(suite_file, overrides, out, device, smoke, shard, resume, nproc)
     code = relaunch_code(request)
     if code is not None:
@@ -126,3 +149,20 @@ def run(
     if outcome.failed:
         err_console.print(f"[red]{outcome.failed} run(s) failed[/]; see the error column")
         sys.exit(distributed.exit_code(1, dist))
+
+
+def _progress_override(suite_file: Path, overrides: tuple[str, ...], every: int) -> tuple[str, ...]:
+    """``--progress-every`` as the ``--set`` it stands for; refused in one line for a kind of
+    suite without the key (a solve suite prints a line per finished run)."""
+    from deqbench.errors import ConfigError
+    from deqbench.plugins import get_run_kind
+    from deqbench.suite.load import load_suite
+
+    kind = get_run_kind(load_suite(suite_file, overrides).kind)
+    logging = getattr(kind.schema, "model_fields", {}).get("logging")
+    if "progress_every" not in getattr(getattr(logging, "annotation", None), "model_fields", {}):
+        raise ConfigError(
+            f"{suite_file}: --progress-every applies to training suites; a {kind.title} suite "
+            "prints a line per finished run"
+        )
+    return (*overrides, f"logging.progress_every={every}")

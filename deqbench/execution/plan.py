@@ -104,7 +104,9 @@ def plan_run(request: Request) -> Plan:
     resume = None
     if request.resume is not None:
         rank0 = distributed.from_env().is_main
-        resume = plan_resume(request.resume, suite, settings, shard=share, rewrite=rank0)
+        resume = plan_resume(
+            request.resume, suite, settings, shard=share, rewrite=rank0, columns=kind.columns
+        )
     if smoke:
         suite = kind.smoke(suite, **smoke)
     plan = Plan(suite, kind, Path(), torch.device("cpu"), meta=dict(record), resume=resume)

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,13 @@ def plan_resume(
     settings: Mapping[str, Any],
     shard: Any = None,
     rewrite: bool = True,
+    columns: Sequence[str] = (),
 ) -> ResumePlan:
     """Check that ``suite`` run with ``settings`` (and as ``shard``, a
     `deqbench.execution.shard.Shard`
     or None) is the one ``report`` holds, then drop the report's rows that are not final (and
     duplicates) and return the plan. ``rewrite=False`` only plans (torchrun's other ranks).
+    ``columns``, the kind's result columns, must be the report's header (empty: unchecked).
 
     A row whose status is anything but ``interrupted`` is final; of a run's several final rows
     the last is kept. The report, ``.steps.csv`` and ``.traces.csv`` keep only the rows of
@@ -118,6 +120,8 @@ def plan_resume(
     for column in ("run", "status"):
         if column not in rows.columns:
             raise ConfigError(f"{flag}: has no {column} column; is it a deqbench report?")
+    if columns:
+        _check_header(list(rows.columns), list(columns), flag)
     runs = _run_indices(rows, report, flag)
     final = runs[rows["status"] != RunStatus.INTERRUPTED]
     kept_row = final.groupby(final).tail(1)  # the last final row of each run: index → run
@@ -189,6 +193,30 @@ def _diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
         pairs = enumerate(zip(old, new, strict=True))
         return [d for i, (a, b) in pairs for d in _diff(a, b, f"{path}[{i}]")]
     return [] if old == new and type(old) is type(new) else [(path, old, new)]
+
+
+def _check_header(header: list[str], columns: list[str], flag: str) -> None:
+    """Appended rows must line up with the report's header: a report written by a deqbench
+    whose kind had other columns cannot be continued (an empty report reads as run, status)."""
+    if header in (["run", "status"], columns):
+        return
+    missing = [c for c in columns if c not in header]
+    extra = [c for c in header if c not in columns]
+    what = (
+        "; ".join(
+            part
+            for part in (
+                f"this deqbench adds {', '.join(missing)}" if missing else "",
+                f"it has {', '.join(extra)}, which this deqbench does not write" if extra else "",
+            )
+            if part
+        )
+        or "the same columns in another order"
+    )
+    raise ConfigError(
+        f"{flag}: its columns are not the ones this deqbench writes ({what}); it was written "
+        "by another version of deqbench: start a new report"
+    )
 
 
 def _show(value: Any) -> str:

@@ -20,6 +20,7 @@ from deqbench.execution import worker
 from deqbench.execution.device import device_name
 from deqbench.execution.distributed import SINGLE, Dist
 from deqbench.execution.interrupt import DeferredInterrupt
+from deqbench.measure import environment
 from deqbench.measure.host_allocator import steady_thresholds
 from deqbench.plugins import get_registry, get_run_kind, in_process_plugins
 from deqbench.report.results import ReportWriter, metadata
@@ -93,32 +94,41 @@ def _run_all(
     if dist.is_main:
         writer.write_meta(_meta(suite, kind, device, dist, allocator, extra_meta))
     outcome = SuiteOutcome(writer.path, kind)
-    with DeferredInterrupt() as sigint:
-        for run in suite.runs:
-            if run.index in finished:
-                continue
-            if sigint.pending:  # Ctrl-C between runs: every finished row is written
-                outcome.interrupted = True
-                break
-            row = kind.identity(suite, run, device)
-            job = Job(suite, run, device, writer.path, resume is not None, observer, dist, shared)
-            start = time.perf_counter()
-            # torchrun's ranks are processes already
-            isolate = kind.settings(suite, run).isolate and not dist.enabled
-            body = functools.partial(_isolated if isolate else _here, kind, job, row)
-            output = _attempt(body, row, sigint, outcome, device)
-            if output is not None:
-                row.update(output.metrics)
-            row["wall_s"] = time.perf_counter() - start
-            if dist.is_main:
-                writer.append(row, output.companions if output is not None else {})
-                kind.finish(job, row)
-            outcome.rows.append(row)
-            if on_row:
-                on_row(row)
-            if outcome.interrupted:
-                break
-        outcome.interrupted = outcome.interrupted or sigint.pending
+    imported: set[str] = set()  # top-level modules the runs in workers imported
+    try:
+        with DeferredInterrupt() as sigint:
+            for run in suite.runs:
+                if run.index in finished:
+                    continue
+                if sigint.pending:  # Ctrl-C between runs: every finished row is written
+                    outcome.interrupted = True
+                    break
+                row = kind.identity(suite, run, device)
+                job = Job(
+                    suite, run, device, writer.path, resume is not None, observer, dist, shared
+                )
+                start = time.perf_counter()
+                # torchrun's ranks are processes already
+                isolate = kind.settings(suite, run).isolate and not dist.enabled
+                body = functools.partial(_isolated if isolate else _here, kind, job, row)
+                output = _attempt(body, row, sigint, outcome, device)
+                if output is not None:
+                    row.update(output.metrics)
+                    imported |= output.modules
+                row["wall_s"] = time.perf_counter() - start
+                if dist.is_main:
+                    writer.append(row, output.companions if output is not None else {})
+                    kind.finish(job, row)
+                outcome.rows.append(row)
+                if on_row:
+                    on_row(row)
+                if outcome.interrupted:
+                    break
+            outcome.interrupted = outcome.interrupted or sigint.pending
+    finally:
+        if dist.is_main:  # `.meta.json`'s packages: what this process and the workers imported
+            imported |= environment.top_level_modules()
+            writer.update_meta(packages=environment.imported_packages(imported))
     return outcome
 
 
@@ -187,7 +197,9 @@ def execute_in_worker(emit: Callable[[Any], None], kind_name: str, job: Job) -> 
     """`RunKind.execute` as the target of `deqbench.execution.worker.run_isolated`."""
     job.observer = _EmitObserver(emit)
     job.in_worker = True
-    return get_run_kind(kind_name).execute(job)
+    output = get_run_kind(kind_name).execute(job)
+    output.modules = environment.top_level_modules()
+    return output
 
 
 def _attempt(

@@ -1,7 +1,12 @@
 """Gradient estimators: the interface and the built-ins (registered in `deqbench.builtins`)."""
 
 from deqbench.builtins import GRADIENTS, resolved
-from deqbench.gradients.base import GradContext, GradientEstimator, check_pairing
+from deqbench.gradients.base import (
+    GradContext,
+    GradientEstimator,
+    ReentrantBackwardError,
+    check_pairing,
+)
 from deqbench.gradients.ift import IFT
 from deqbench.gradients.jfb import JFB
 from deqbench.gradients.phantom import Phantom
@@ -30,6 +35,7 @@ __all__ = [
     "GradientAgreement",
     "GradientEstimator",
     "Phantom",
+    "ReentrantBackwardError",
     "Refine",
     "Unrolled",
     "check_pairing",

@@ -18,7 +18,6 @@ from torch.autograd.function import once_differentiable
 from deqbench.gradients.base import GradContext, GradientEstimator
 from deqbench.plugins import get_solver
 from deqbench.solvers.base import STOP_MODES, Fn, Solver
-from deqbench.solvers.fixed_point import FixedPoint
 from deqbench.solvers.inverse import held_tensors
 
 
@@ -74,24 +73,17 @@ class IFT(GradientEstimator):
         z = z_star.detach().requires_grad_()
         with torch.enable_grad():
             fz = f(z)
-        solver = self.solver if self.solver is not None else ctx.b_solver
-        if solver is None:  # no layer and no choice: MDEQ's default
-            solver = FixedPoint()
-        assert isinstance(solver, Solver)
-        settings = {
-            "max_iter": ctx.b_max_iter if self.max_iter is None else self.max_iter,
-            "tol": ctx.b_tol if self.tol is None else self.tol,
-            "stop_mode": ctx.b_stop_mode if self.stop_mode is None else self.stop_mode,
-        }
+        assert self.solver is None or isinstance(self.solver, Solver)
+        settings = {"max_iter": self.max_iter, "tol": self.tol, "stop_mode": self.stop_mode}
 
         def solve_adjoint(v: Tensor) -> Tensor:
             def adjoint_map(g: Tensor) -> Tensor:  # g ↦ Jᵀ g + v
                 (vjp,) = torch.autograd.grad(fz, z, g, retain_graph=True, allow_unused=True)
                 return v if vjp is None else vjp + v
 
-            result = solver(adjoint_map, self.warm_start(v, ctx), **settings)
-            ctx.stats.record_backward(result)
-            return result.z
+            # Unset: the layer's b_* settings and b_solver (none: fixed-point, MDEQ's default).
+            start = self.warm_start(v, ctx)
+            return ctx.solve_backward(adjoint_map, start, solver=self.solver, **settings).z
 
         held = held_tensors(ctx.inverse) if self.needs_inverse else []
         return _ImplicitBackward.apply(fz, solve_adjoint, *held)

@@ -2,9 +2,11 @@
 
 Two reports: rows are matched one to one on what defines a run (the identity columns of the
 report's kind, solve or training). Where those collide inside a report, the comparison keys on
-what tells the rows apart (the run index last) or refuses. One report with ``--pair A:B``: two
-solvers measured side by side in the same suite are matched on everything else. Rendering to
-rich, markdown and CSV lives in `deqbench.report.compare_render`.
+what tells the rows apart (the run index last) or refuses. One report with ``--pair KEY=A:B``:
+the runs with value A and B of any run key (`deqbench.report.pairs`; solvers by default) are
+matched on everything else. A figure either run flagged noisy is never judged worse, and a
+solve that stops at its cap where it converged is newly failed. Rendering to rich, markdown and
+CSV lives in `deqbench.report.compare_render`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pandas as pd
 from deqbench.errors import ConfigError
 from deqbench.plugins import get_run_kind
 from deqbench.report.matching import keyed, match_keys, report_kind
-from deqbench.report.noise import has_repeats, seed_groups, within_noise
+from deqbench.report.noise import flagged_noisy, has_repeats, seed_groups, within_noise
+from deqbench.report.pairs import DEFAULT_KEY, OPTIONS, pair_axis, pair_value
 from deqbench.report.schema import Metric, RunStatus
 
 #: Status ranks: a higher rank on side B is worse. Unknown statuses count as failures.
@@ -39,6 +42,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  #: how rows were matched, meta warnings
     names: tuple[str, str] = ("a", "b")  #: the two sides, as the user named them
     seeds: bool = False  #: rows are configurations compared by their seed means (``n_a``…)
+    pair: str = ""  #: the run key of ``--pair KEY=A:B`` (its column reads "B / A"), or ""
 
     @property
     def regressions(self) -> int:
@@ -49,6 +53,13 @@ class Comparison:
     def within_noise(self) -> int:
         """Matched runs with at least one accuracy difference within noise (never worse)."""
         return int((self.table["noise"] != "").sum()) if len(self.table) else 0
+
+    @property
+    def noisy(self) -> int:
+        """Compared figures that a run on either side flagged noisy: never judged worse."""
+        if not len(self.table):
+            return 0
+        return sum(len(cell.split(";")) for cell in self.table["noisy"] if cell)
 
     def frame(self) -> pd.DataFrame:
         """Everything as one CSV-ready frame: matched rows, then the one-sided ones."""
@@ -61,12 +72,12 @@ class Comparison:
 
 
 def _status_change(a: object, b: object) -> str:
+    """``newly failed`` for any step down (converged → max_iter is a solve that stopped at its
+    cap: a failure to converge), ``fixed`` when B is fine again."""
     ra, rb = (_RANK.get(str(s), _FAILED_RANK) for s in (a, b))
     if rb > ra:
-        return "newly failed" if rb == _FAILED_RANK else "no longer converges"
-    if rb < ra:
-        return "fixed" if ra == _FAILED_RANK else "now converges"
-    return ""
+        return "newly failed"
+    return "fixed" if rb < ra and rb == 0 else ""
 
 
 def _worse(metric: Metric, value: float, factor: float, drop: float) -> bool:
@@ -126,9 +137,17 @@ def _assemble(
     out["status_a"], out["status_b"] = joined["status_a"], joined["status_b"]
     if "n_a" in joined and "n_b" in joined:  # configurations: completed seeds per side
         out["n_a"], out["n_b"] = joined["n_a"], joined["n_b"]
+    if "reproduced_a" in joined or "reproduced_b" in joined:  # training: each side's verdict
+        out["reproduced_a"], out["reproduced_b"] = (joined.get(f"reproduced_{s}") for s in "ab")
     out["change"] = [_status_change(a, b) for a, b in zip(out.status_a, out.status_b, strict=True)]
-    worse = [[c] if c in ("newly failed", "no longer converges") else [] for c in out.change]
+    worse = [[c] if c == "newly failed" else [] for c in out.change]
     noise: list[list[str]] = [[] for _ in range(len(out))]
+    # Figures either run flagged noisy (`_compare_on` lists them): never judged.
+    flagged = [
+        set(a.split()) | set(b.split())
+        for a, b in zip(joined["noisy_a"], joined["noisy_b"], strict=True)
+    ]
+    noisy: list[list[str]] = [[] for _ in range(len(out))]
     for m in metrics:
         a, b = _numeric(joined[f"{m.name}_a"]), _numeric(joined[f"{m.name}_b"])
         out[f"{m.name}_a"], out[f"{m.name}_b"] = a, b
@@ -141,12 +160,14 @@ def _assemble(
             for i, flag in enumerate(_noisy(joined, m.name, out[col])):
                 if flag:
                     noise[i].append(m.name)
-        if m.marked:
-            for i, value in enumerate(out[col]):
-                if m.name not in noise[i] and _worse(m, float(value), factor, drop):
-                    worse[i].append(m.name)
+        for i, value in enumerate(out[col]):
+            if m.name in flagged[i] and math.isfinite(value):
+                noisy[i].append(m.name)
+            elif m.marked and m.name not in noise[i] and _worse(m, float(value), factor, drop):
+                worse[i].append(m.name)
     out["worse"] = [";".join(w) for w in worse]
     out["noise"] = [";".join(n) for n in noise]
+    out["noisy"] = [";".join(n) for n in noisy]
     return out.reset_index(drop=True), metrics
 
 
@@ -156,7 +177,7 @@ def seed_means(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     ``_sd``, ``_n``; Wilson interval of the mean accuracy)."""
     spec = get_run_kind(kind)
     figures = [m.name for m in spec.metrics] + ["eval_count"]
-    return seed_groups(frame, list(spec.keys), figures).assign(kind=kind)
+    return seed_groups(frame, list(spec.keys), figures, noisy=True).assign(kind=kind)
 
 
 def _seeded(kind: str, each_seed: bool) -> bool:
@@ -215,45 +236,62 @@ def compare_pairs(
     factor: float = 1.1,
     drop: float = 1.0,
     each_seed: bool = False,
+    key: str = DEFAULT_KEY,
 ) -> Comparison:
-    """For each ``(a, b)`` pair of solvers in one report, B against A on otherwise equal runs
-    (on seed means when the training report repeats runs with several seeds, as `compare`)."""
+    """For each ``(a, b)`` pair of values of the run key ``key`` in one report (a column, a
+    JSON entry or a swept option: `deqbench.report.pairs`), B against A on the runs equal in
+    every other key (on seed means when the training report repeats runs with several seeds,
+    as `compare`). The ``key`` column of the table reads "B / A"."""
     kind = report_kind(report, name)
     spec = get_run_kind(kind)
     base, catalogue = list(spec.keys), spec.metrics
-    seeds = _seeded(kind, each_seed) and has_repeats(report, base)
+    seeds = key != "seed" and _seeded(kind, each_seed) and has_repeats(report, base)
     if seeds:
-        report = seed_means(report, kind)
-    base = [k for k in base if k not in ("solver", "solver_options", *(["seed"] if seeds else []))]
-    parts, only_a, only_b, keys, notes = [], [], [], base, []
+        report, base = seed_means(report, kind), [k for k in base if k != "seed"]
+    axis = pair_axis(report, key, base, name)
+    values = axis.values(report)
+    report, base = axis.strip(report), axis.others(base)
+    # Never the run index: it differs between the two sides by construction.
+    ties = [OPTIONS] if OPTIONS in spec.tiebreakers else []
+    parts, only_a, only_b, notes, sides = [], [], [], [], ([], [])
+    keys: dict[str, None] = {}
     metrics: dict[str, Metric] = {}
-    solvers = set(report["solver"].dropna().astype(str))
-    for sa, sb in pairs:
-        for solver in (sa, sb):
-            if solver not in solvers:
-                raise ConfigError(f"--pair {sa}:{sb}: solver {solver!r} is not in this report")
-        side_a = report[report["solver"].astype(str) == sa]
-        side_b = report[report["solver"].astype(str) == sb]
-        # No tiebreakers: the run index and the options JSON differ between two solvers.
-        label = (f"{name} solver {sa}", f"{name} solver {sb}")
-        keys, notes = match_keys(list(zip(label, (side_a, side_b), strict=True)), base, [])
-        cmp_ = _compare_on(side_a, side_b, keys, catalogue, factor, drop)
-        cmp_.table.insert(0, "solver", f"{sb} / {sa}")
+    for text_a, text_b in pairs:
+        va, vb = (pair_value(values, text, axis, name) for text in (text_a, text_b))
+        side_a, side_b = report[values == va], report[values == vb]
+        label = (f"{name} {key}={va}", f"{name} {key}={vb}")
+        matched, why = match_keys(list(zip(label, (side_a, side_b), strict=True)), base, ties)
+        cmp_ = _compare_on(side_a, side_b, matched, catalogue, factor, drop)
+        cmp_.table.insert(0, key, f"{vb} / {va}")
         parts.append(cmp_.table)
-        only_a.append(cmp_.only_a.assign(solver=sa))
-        only_b.append(cmp_.only_b.assign(solver=sb))
+        only_a.append(cmp_.only_a.assign(**{key: va}))
+        only_b.append(cmp_.only_b.assign(**{key: vb}))
         metrics.update({m.name: m for m in cmp_.metrics})
+        keys.update(dict.fromkeys(matched))
+        notes += [n for n in why if n not in notes]
+        sides[0].append(va), sides[1].append(vb)
     return Comparison(
         kind=kind,
-        keys=["solver", *keys],
+        keys=[key, *keys],
         metrics=[m for m in catalogue if m.name in metrics],
         table=pd.concat(parts, ignore_index=True),
         only_a=pd.concat(only_a, ignore_index=True),
         only_b=pd.concat(only_b, ignore_index=True),
         notes=notes,
-        names=(f"{name} (A side)", f"{name} (B side)"),
+        names=(f"{key}={_joined(sides[0])}", f"{key}={_joined(sides[1])}"),
         seeds=seeds,
+        pair=key,
     )
+
+
+def _joined(values: list[str]) -> str:
+    return "|".join(dict.fromkeys(values))
+
+
+def _flagged(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each row's noisy figures (`flagged_noisy`) as its ``noisy`` text."""
+    flags = [" ".join(sorted(flagged_noisy(row))) for row in frame.to_dict("records")]
+    return frame.assign(noisy=pd.Series(flags, index=frame.index, dtype=object))
 
 
 def _compare_on(
@@ -265,7 +303,7 @@ def _compare_on(
     drop: float,
 ) -> Comparison:
     """Compare ``a`` and ``b`` on ``keys`` (already unique on both sides)."""
-    ka, kb = keyed(a, keys), keyed(b, keys)
+    ka, kb = (_flagged(keyed(frame, keys)) for frame in (a, b))
     joined = _side(ka, keys, "_a").merge(_side(kb, keys, "_b"), on=keys, how="inner")
     table, metrics = _assemble(joined, keys, catalogue, factor, drop)
     ia, ib = ka.set_index(keys).index, kb.set_index(keys).index
@@ -283,11 +321,3 @@ def _compare_on(
 def compare_solvers(report: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """For each ``(a, b)`` pair of solvers in one report, ``b / a`` on otherwise equal runs."""
     return compare_pairs(report, pairs).table
-
-
-def parse_pair(text: str) -> tuple[str, str]:
-    """``"A:B"`` → ``("A", "B")``."""
-    a, sep, b = text.partition(":")
-    if not sep or not a or not b:
-        raise ConfigError(f"--pair {text!r}: expected A:B, e.g. torchdeq-anderson:anderson")
-    return a, b

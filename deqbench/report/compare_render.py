@@ -1,8 +1,9 @@
 """Showing a `deqbench.report.compare.Comparison`: a rich table, a markdown table, or CSV text.
 
 Every format holds the same facts: the matched runs with each metric B / A (or B − A in points),
-what got worse marked ``✗``, accuracy differences within noise marked ``≈``, status changes, the
-runs present on one side only, and a summary.
+what got worse marked ``✗``, accuracy differences within noise marked ``≈``, figures a run
+flagged noisy marked ``!`` (never judged), status changes, the runs present on one side only,
+and a summary.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import pandas as pd
 from rich.table import Table
 
+from deqbench.report import reference
 from deqbench.report.compare import Comparison
 
 #: Identity columns always shown (when present); others only where rows differ.
@@ -26,6 +28,16 @@ NOISE_NOTE = (
     "interval of the seed mean). It does not show the two equal, only that these "
     "measurements cannot rank them."
 )
+NOISY = "!"
+
+
+def noisy_note(count: int) -> str:
+    """The legend of ``!``: how many figures the regression check left out."""
+    return (
+        f"{NOISY}: flagged noisy by its run on side A or B (IQR over 10 % of the median): "
+        f"never counted as worse, nor by --fail-on-regression; {count} noisy figure(s) "
+        "excluded. Rerun them on a quieter machine or with more repeats to judge them."
+    )
 
 
 def _text(value: object) -> str:
@@ -46,7 +58,8 @@ def shown_keys(cmp: Comparison) -> list[str]:
     out = []
     for key in cmp.keys:
         values = {_text(v) for v in rows[key]} - {"–"} if key in rows else set()
-        if values and (key in _ALWAYS or len(values) > 1):  # empty for explicit rows: not varying
+        # empty for explicit rows: not varying; the pair's "B / A" always shows
+        if values and (key in _ALWAYS or key == cmp.pair or len(values) > 1):
             out.append(key)
     return out or cmp.keys[:1]
 
@@ -67,25 +80,38 @@ def _status(row: pd.Series) -> str:
 def rows(cmp: Comparison) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Headers and cells ``(text, worse)`` of the matched runs."""
     keys = shown_keys(cmp)
-    headers = [*keys, "status", *(["seeds n"] if cmp.seeds else [])]
+    headers = [f"{k} (B / A)" if k == cmp.pair else k for k in keys]
+    # training reports with a [reference] figure: each side's verdict
+    verdicts = any(reference.judged(cmp.table.get(f"reproduced_{s}", ())) for s in "ab")
+    headers += ["status", *(["seeds n"] if cmp.seeds else []), *(["reproduced"] * verdicts)]
     for m in cmp.metrics:
         headers.append(f"{m.label} Δpt" if m.points else f"{m.label} b/a")
     body = []
     for _, row in cmp.table.iterrows():
         worse = set(row["worse"].split(";")) if row["worse"] else set()
         noise = set(row["noise"].split(";")) if row["noise"] else set()
+        noisy = set(row["noisy"].split(";")) if row["noisy"] else set()
         cells = [(_text(row[k]), False) for k in keys]
-        cells.append((_status(row), bool(worse & {"newly failed", "no longer converges"})))
+        cells.append((_status(row), "newly failed" in worse))
         if cmp.seeds:  # completed runs behind each side's mean
             n_a, n_b = int(row["n_a"]), int(row["n_b"])
             cells.append((str(n_a) if n_a == n_b else f"{n_a} → {n_b}", False))
+        if verdicts:
+            cells.append(_reproduced(row))
         for m in cmp.metrics:
             col = f"{m.name}_diff" if m.points else f"{m.name}_ratio"
             bad = m.name in worse
             mark = f" {WORSE}" if bad else f" {NOISE}" if m.name in noise else ""
+            mark = f" {NOISY}" if m.name in noisy else mark
             cells.append((_figure(float(row[col]), m.points) + mark, bad))
         body.append(cells)
     return headers, body
+
+
+def _reproduced(row: pd.Series) -> tuple[str, bool]:
+    """Each side's ``reproduced`` mark, ``yes ✓`` or ``yes ✓ → no ✗`` (red: B lost it)."""
+    a, b = (reference.mark({"reproduced": row[f"reproduced_{s}"]}) for s in "ab")
+    return (a if a == b else f"{a} → {b}"), a == reference.MARKS["yes"] and b != a
 
 
 def one_sided(cmp: Comparison) -> list[tuple[str, pd.DataFrame]]:
@@ -105,6 +131,7 @@ def summary(cmp: Comparison) -> str:
         f"{len(cmp.table)} {matched}",
         f"{cmp.regressions} got worse",
         *([f"{cmp.within_noise} within noise"] if cmp.within_noise else []),
+        *([f"{cmp.noisy} noisy figure(s) not judged"] if cmp.noisy else []),
         f"{int((change == 'newly failed').sum())} newly failed",
         f"{int((change == 'fixed').sum())} fixed",
     ]
@@ -115,13 +142,16 @@ def summary(cmp: Comparison) -> str:
 
 def _title(cmp: Comparison) -> str:
     a, b = cmp.names
-    title = f"{b} against {a}: costs as B / A, accuracy as B − A in points; {WORSE} got worse"
-    return title + (f"; {NOISE} within noise" if cmp.within_noise else "")
+    title = (
+        f"{b} (B) against {a} (A): costs as B / A, accuracy as B − A in points; {WORSE} got worse"
+    )
+    title += f"; {NOISE} within noise" if cmp.within_noise else ""
+    return title + (f"; {NOISY} noisy, not judged" if cmp.noisy else "")
 
 
 def _notes(cmp: Comparison) -> list[str]:
-    """Lines printed under the tables: the ``≈`` legend when a cell has one."""
-    return [NOISE_NOTE] if cmp.within_noise else []
+    """Lines printed under the tables: the ``≈`` and ``!`` legends when a cell has one."""
+    return [NOISE_NOTE] * bool(cmp.within_noise) + [noisy_note(cmp.noisy)] * bool(cmp.noisy)
 
 
 def to_rich(cmp: Comparison) -> list[Table | str]:
@@ -166,3 +196,8 @@ def to_csv(cmp: Comparison) -> str:
     """Every matched run (a, b and ratio/diff columns, ``worse``, ``noise``) then the
     one-sided runs, with ``side`` = both | only a | only b."""
     return cmp.frame().to_csv(index=False)
+
+
+#: The title and the legends under the tables, for renderers elsewhere (`deqbench.report.html`).
+title = _title
+notes = _notes

@@ -1,13 +1,14 @@
 """The live displays of a suite. A training suite's shows the suite's progress, the current
 run's bar (step, loss, forward NFE, residual, images/s, ETA) and a table of the runs finished
 so far; it is fed only at the run's log drains (`deqbench.runs.train.steplog.StepLog.drain`),
-so it adds no per-step work, and without a terminal (CI, a pipe) it prints one plain line per
-finished run. Other kinds show a progress bar (`ProgressDisplay`).
+so it adds no per-step work. Without a terminal (CI, a pipe, a Slurm log) it prints plain
+lines instead (`deqbench.report.progress`): the run's steps at its ``progress_every`` cadence,
+each interim evaluation and each finished run. Other kinds show a progress bar
+(`ProgressDisplay`), or without a terminal a line per finished run.
 """
 
 from __future__ import annotations
 
-import math
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from deqbench.report.cells import EMPTY, add_columns, fmt
+from deqbench.report.progress import StepLines
 from deqbench.report.schema import RunStatus
 
 #: Columns of the finished-runs table: row key → title.
@@ -42,25 +45,35 @@ FINISHED = {
 }
 
 
-def fmt(value: Any) -> str:
-    """A report value for a table cell: '–' for empty, 3 significant digits for floats."""
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
-    return str(value)
+#: Columns of names, not figures: they may fold onto more lines.
+TEXT_COLUMNS = ("model", "problem", "solver", "gradient", "status")
 
 
 def finished_table(rows: list[dict[str, Any]]) -> Table:
     """The finished runs, with the columns that any row fills."""
-    shown = {k: t for k, t in FINISHED.items() if any(fmt(r.get(k)) != "–" for r in rows)}
+    shown = {k: t for k, t in FINISHED.items() if any(fmt(r.get(k)) != EMPTY for r in rows)}
     table = Table()
-    for title in shown.values():
-        table.add_column(title, overflow="fold")
+    add_columns(table, shown.values(), text=[shown[k] for k in TEXT_COLUMNS if k in shown])
     colours = {RunStatus.COMPLETED: None, RunStatus.DIVERGED: "yellow"}
     for row in rows:
         table.add_row(*(fmt(row.get(k)) for k in shown), style=colours.get(row["status"], "red"))
     return table
+
+
+#: The figures of `plain_line`: row key → label (those the row fills).
+_PLAIN = (
+    ("solver", "solver"),
+    ("gradient", "grad"),
+    ("eval_top1", "top1"),
+    ("eval_miou", "miou"),
+    ("f_nfe_mean", "fNFE"),
+    ("nfe", "NFE"),
+    ("rel_residual_max", "rel_res"),
+    ("solve_ms_median", "solve_ms"),
+    ("backward_ms_median", "bwd_ms"),
+    ("step_ms_median", "step_ms"),
+    ("train_s", "train_s"),
+)
 
 
 def plain_line(row: dict[str, Any], total: int, done: int | None = None) -> str:
@@ -68,21 +81,15 @@ def plain_line(row: dict[str, Any], total: int, done: int | None = None) -> str:
     or a resumed suite runs fewer than the suite has), and the run's index when that differs."""
     done = row["run"] + 1 if done is None else done
     where = f"run {done}/{total}" + (f" (#{row['run']})" if done != row["run"] + 1 else "")
-    parts = [where, row.get("model", ""), row["status"]]
-    for key, label in (
-        ("solver", "solver"),
-        ("gradient", "grad"),
-        ("eval_top1", "top1"),
-        ("eval_miou", "miou"),
-        ("f_nfe_mean", "fNFE"),
-        ("step_ms_median", "step_ms"),
-        ("train_s", "train_s"),
-    ):
-        if fmt(row.get(key)) != "–":
+    parts = [where, row.get("model") or row.get("problem", ""), row["status"]]
+    for key, label in _PLAIN:
+        if fmt(row.get(key)) != EMPTY:
             parts.append(f"{label}={fmt(row.get(key))}")
+    if fmt(row.get("smoke")) != EMPTY:
+        parts.append("(smoke: timed from one unwarmed repeat)")
     if row.get("error"):
         parts.append(f"error={row['error']}")
-    return " ".join(str(p) for p in parts)
+    return " ".join(str(p) for p in parts if p != "")
 
 
 class TrainDisplay:
@@ -113,6 +120,7 @@ class TrainDisplay:
         self.run_task: Any = None
         self._eval = ""  # the last interim evaluation of the current run
         self._live: Live | None = None
+        self.lines = StepLines(console)  # without a terminal
 
     def __enter__(self) -> TrainDisplay:
         if self.live_mode:
@@ -127,6 +135,8 @@ class TrainDisplay:
         tb: TracebackType | None,
     ) -> None:
         if self._live is not None:
+            if exc_type is None:  # the summary prints the finished runs' table next: not twice
+                self._live.update(Group(self.suite), refresh=True)
             self._live.__exit__(exc_type, exc, tb)
             self._live = None
 
@@ -142,9 +152,16 @@ class TrainDisplay:
             self.run.remove_task(self.run_task)
         self.run_task = self.run.add_task(run.label, total=total_steps, info="")
         self._eval = ""
+        self.lines.start(f"run {len(self.rows) + 1}/{self.total} {run.label}", total_steps)
 
     def progress(self, snapshot: dict[str, Any]) -> None:
         if self.run_task is None:
+            return
+        if not self.live_mode:
+            if "eval" in snapshot:
+                self.lines.evaluation(snapshot)
+            else:
+                self.lines.step(snapshot)
             return
         if "eval" in snapshot:  # an interim evaluation at an epoch's end
             result = snapshot["eval"]
@@ -169,25 +186,34 @@ class TrainDisplay:
             self._live.update(self._render())
         else:
             line = plain_line(row, self.total, len(self.rows))
-            self.console.print(line, highlight=False, soft_wrap=True)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class ProgressDisplay:
-    """A suite's progress bar, gone when the suite ends (solve suites: runs are short).
-    Context manager; its `run_finished` is the runner's ``on_row``."""
+    """A suite's progress bar, gone when the suite ends (solve suites: runs are short); without
+    a terminal, a plain line per finished run instead. Context manager; its `run_finished` is
+    the runner's ``on_row``."""
 
     def __init__(self, console: Console, suite_name: str, total_runs: int) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         self.bar = Progress(*columns, TimeElapsedColumn(), console=console, transient=True)
         self.task = self.bar.add_task(suite_name, total=total_runs)
+        self.console, self.total, self.done = console, total_runs, 0
+        self.live_mode = console.is_terminal
 
     def __enter__(self) -> ProgressDisplay:
-        self.bar.__enter__()
+        if self.live_mode:
+            self.bar.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
+        if self.live_mode:
+            self.bar.__exit__(*exc)
 
     def run_finished(self, row: dict[str, Any]) -> None:
         """The runner's ``on_row``."""
+        self.done += 1
         self.bar.advance(self.task)
+        if not self.live_mode:
+            line = plain_line(row, self.total, self.done)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -20,11 +20,27 @@ _META_FIELDS = {
     "device_name": "machine",
     "cpu_count": "machine",
     "torch_threads": "machine",  # times scale with it as much as with the machine
+    "cpu_model": "machine",
+    "gpu_name": "machine",
+    "gpu_count": "machine",
     "device": "device",
     "python": "versions",
     "torch": "versions",
     "deqbench": "versions",
+    "cuda": "versions",
+    "cudnn": "versions",
+    "nccl": "versions",
+    "driver": "versions",
 }
+#: Meta dicts whose entries must agree key by key: the settings that change numerics, and the
+#: versions of the packages both suites imported.
+_META_DICTS = {  # key → (what differs, how an entry is named)
+    "numerics_env": ("numerics settings", ""),
+    "torch_flags": ("numerics settings", "torch "),
+    "plugins": ("versions", "plugin "),
+    "packages": ("versions", "package "),
+}
+_MAX_LISTED = 6  #: differences listed per kind before "and N more"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -149,14 +165,22 @@ def meta_differences(a: str | Path, b: str | Path) -> list[str]:
             return [f"{meta_path}: unreadable ({exc}); machines and versions not checked"]
     ma, mb = metas
     found: dict[str, list[str]] = {}
+    # A key only one report has (a report from before the key was recorded) is not compared.
     for key, what in _META_FIELDS.items():
-        if ma.get(key) != mb.get(key):
-            found.setdefault(what, []).append(f"{key} {ma.get(key)!r} vs {mb.get(key)!r}")
-    pa, pb = ma.get("plugins") or {}, mb.get("plugins") or {}
-    for plugin in sorted(set(pa) & set(pb)):
-        if pa[plugin] != pb[plugin]:
-            found.setdefault("versions", []).append(f"plugin {plugin} {pa[plugin]} vs {pb[plugin]}")
+        if key in ma and key in mb and ma[key] != mb[key]:
+            found.setdefault(what, []).append(f"{key} {ma[key]!r} vs {mb[key]!r}")
+    for key, (what, prefix) in _META_DICTS.items():
+        da, db = ma.get(key) or {}, mb.get(key) or {}
+        for name in sorted(set(da) & set(db)):
+            if da[name] != db[name]:
+                va, vb = ("unset" if v is None else v for v in (da[name], db[name]))
+                found.setdefault(what, []).append(f"{prefix}{name} {va} vs {vb}")
     return [
-        f"the reports come from different {what}: {'; '.join(diffs)}"
-        for what, diffs in found.items()
+        f"the reports come from different {what}: {_listed(diffs)}" for what, diffs in found.items()
     ]
+
+
+def _listed(diffs: list[str]) -> str:
+    shown = "; ".join(diffs[:_MAX_LISTED])
+    rest = len(diffs) - _MAX_LISTED
+    return f"{shown}; and {rest} more" if rest > 0 else shown

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from deqbench.report.results import noisy_figures
 from deqbench.report.schema import RunStatus
 
 #: Two-sided 95 % normal quantile, 1.959963984540054.
@@ -115,6 +116,20 @@ def tied_with_best(rows: Sequence[Mapping[str, Any]], figure: str) -> list[bool]
     ]
 
 
+def flagged_noisy(row: Mapping[str, Any]) -> set[str]:
+    """The figures of a report row (or a `seed_groups` row) that its run flagged noisy: its
+    ``noisy`` column, else `deqbench.report.results.noisy_figures` of its IQRs (training rows
+    record no such column). A noisy bare loop makes the overhead ratio noisy too, and a noisy
+    overhead the solve's cost in f-evaluations (NFE × that ratio)."""
+    listed = row.get("noisy")
+    noisy = set((listed if isinstance(listed, str) else noisy_figures(row)).split())
+    if "bare_ms_median" in noisy:  # the ratio's denominator
+        noisy.add("overhead_per_nfe")
+    if "overhead_per_nfe" in noisy:
+        noisy.add("solve_cost_f_evals")
+    return noisy
+
+
 def _config_options(value: object) -> str | None:
     """A run's options (JSON) without the seed, key order canonical; None when empty."""
     if not isinstance(value, str) or not value.startswith("{"):
@@ -148,9 +163,12 @@ def has_repeats(frame: pd.DataFrame, keys: Sequence[str]) -> bool:
     return bool((seeds > 1).any())
 
 
-def seed_groups(frame: pd.DataFrame, keys: Sequence[str], figures: Sequence[str]) -> pd.DataFrame:
+def seed_groups(
+    frame: pd.DataFrame, keys: Sequence[str], figures: Sequence[str], noisy: bool = False
+) -> pd.DataFrame:
     """One row per configuration of a training report (runs equal on ``keys`` and on their
-    options, the seed aside), in order of first appearance.
+    options, the seed aside), in order of first appearance. With ``noisy``, its ``noisy``
+    column lists the figures that any of its completed runs flagged (`flagged_noisy`).
 
     Each row holds the configuration's ``keys`` and ``options`` (without ``suite.seed``),
     ``status`` (``completed``, or the first other status among its runs), ``runs``, ``n``
@@ -182,6 +200,9 @@ def seed_groups(frame: pd.DataFrame, keys: Sequence[str], figures: Sequence[str]
             row[figure] = float(values.mean()) if len(values) else math.nan
             row[f"{figure}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             row[f"{figure}_n"] = len(values)
+        if noisy:  # a mean over seeds is as untrustworthy as its noisiest seed
+            flags = set().union(*map(flagged_noisy, rows[done[member]].to_dict("records")))
+            row["noisy"] = " ".join(sorted(flags))
         out.append(row)
     groups = pd.DataFrame(out)
     if "eval_count" in groups:

@@ -1,16 +1,20 @@
 """Accuracy against evaluation compute, from a training report's evaluation sweep
 (``REPORT.evals.csv``, ``[eval] sweep``): one line per run, x the mean forward NFE per eval
 batch (a log₂ axis when they span a factor of 8 or more), y top-1 accuracy (mIoU for
-segmentation), with the 95 % Wilson interval as bars where the sweep has one.
-`deqbench.report.plot` draws it as ``accuracy_vs_eval_nfe.png``."""
+segmentation), with the 95 % Wilson interval as bars where the sweep has one. Drawn as
+``accuracy_vs_eval_nfe.png``."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.ticker import ScalarFormatter
+
+from deqbench.report.plot_figure import Canvas, Drawn, Source, save
+from deqbench.report.plot_style import Style, magnitude_limits, percent_limits, styles
 
 #: The y columns an evaluation sweep may carry, in order of preference, and their axis labels.
 METRICS = {"eval_top1": "top-1 accuracy on the eval split (%)", "eval_miou": "eval mIoU (%)"}
@@ -47,24 +51,58 @@ def eval_curves(evals: pd.DataFrame | None) -> EvalCurves | str:
     return EvalCurves(metric, lines)
 
 
-def draw_eval_curves(ax, curves: EvalCurves, labels: dict[int, str], legend_max: int = 12) -> None:
-    """Draw ``curves`` on the matplotlib axes ``ax``, labelled as ``labels`` say."""
+def draw_eval_curves(
+    ax,
+    curves: EvalCurves,
+    labels: dict[int, str],
+    legend_max: int = 12,
+    run_styles: dict[int, Style] | None = None,
+) -> list:
+    """Draw ``curves`` on the matplotlib axes ``ax``, labelled as ``labels`` say (the first
+    ``legend_max`` lines) and styled as ``run_styles`` say; returns the lines (for a legend)."""
     low, high = f"{curves.metric}_ci_low", f"{curves.metric}_ci_high"
+    fallback = styles(len(curves.lines))
+    drawn, ends = [], []
     for i, (run, line) in enumerate(curves.lines.items()):
         x, y = pd.to_numeric(line["eval_nfe_mean"]), pd.to_numeric(line[curves.metric])
         label = labels.get(run, f"run {run}") if i < legend_max else None
-        drawn = ax.plot(x, y, marker="o", label=label)
+        style = (run_styles or {}).get(run) or fallback[i]
+        drawn += ax.plot(x, y, label=label, **style.line() | {"markevery": None})
         if low in line and high in line and line[[low, high]].notna().all().all():
-            spans = [y - pd.to_numeric(line[low]), pd.to_numeric(line[high]) - y]
-            ax.errorbar(x, y, yerr=spans, fmt="none", ecolor=drawn[0].get_color(), alpha=0.4)
+            lows, highs = pd.to_numeric(line[low]), pd.to_numeric(line[high])
+            ax.errorbar(x, y, yerr=[y - lows, highs - y], fmt="none", ecolor=style.color, alpha=0.4)
+            ends += [*lows, *highs]
     nfe = pd.concat([pd.to_numeric(line["eval_nfe_mean"]) for line in curves.lines.values()])
     if nfe.min() > 0 and nfe.max() >= 8 * nfe.min():  # caps swept in doublings, as usual
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())  # 8, not 2^3
+        ax.margins(x=0.08)
+    else:
+        ax.set_xlim(magnitude_limits(nfe))
+    values = [v for line in curves.lines.values() for v in pd.to_numeric(line[curves.metric])]
+    ax.set_ylim(percent_limits([*values, *ends]))
     ax.set_xlabel("forward NFE per eval batch, mean (evaluation compute)")
     bars = "\nbars: 95 % Wilson interval" if curves.metric == "eval_top1" else ""
     ax.set_ylabel(METRICS[curves.metric] + bars)
-    ax.margins(0.08)
     ax.grid(alpha=0.3)
-    if curves.lines:
-        ax.legend(fontsize=8, loc="best")
+    return drawn
+
+
+def accuracy_vs_eval_nfe(source: Source, out: Path) -> Drawn:
+    """Eval accuracy against eval NFE, one line per run, in each run's style."""
+    return save("accuracy_vs_eval_nfe", eval_canvas(source), out)
+
+
+def eval_canvas(source: Source) -> Canvas | str:
+    """The accuracy-against-eval-NFE figure of ``source``, or why there is none."""
+    curves = eval_curves(source.companion("evals.csv"))
+    if isinstance(curves, str):
+        return curves
+    runs = list(curves.lines)
+    title = "Accuracy against evaluation compute ([eval] sweep)"
+    canvas = Canvas(source, title, 0, [source.label(r) for r in runs])
+    ax = canvas.top.add_subplot()
+    lines = draw_eval_curves(ax, curves, source.labels, len(runs), source.styles)
+    canvas.legend(lines, [source.label(r) for r in runs])
+    canvas.runs = len(runs)
+    return canvas

@@ -8,10 +8,8 @@ list, and a test keeps the two in step.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
-import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,8 +18,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from deqbench.measure import openmp
-from deqbench.report.schema import Row, undocumented
+from deqbench.measure import environment, openmp
+from deqbench.report.schema import Row, finite_number, undocumented
 
 #: A timed figure whose interquartile range exceeds this fraction of its median is flagged.
 NOISY_SPREAD = 0.10
@@ -41,18 +39,10 @@ def noisy_figures(row: Mapping[str, Any], spread: float = NOISY_SPREAD) -> str:
     figures are not judged."""
     noisy = []
     for figure, iqr in _SPREADS.items():
-        median, width = _number(row.get(figure)), _number(row.get(iqr))
+        median, width = finite_number(row.get(figure)), finite_number(row.get(iqr))
         if median is not None and width is not None and median > 0 and width > spread * median:
             noisy.append(figure)
     return " ".join(noisy)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def check_out(path: str | Path) -> Path:
@@ -122,6 +112,13 @@ class ReportWriter:
         self.meta.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
         _append(self.path, [], self.columns)
 
+    def update_meta(self, **fields: Any) -> None:
+        """Set ``fields`` in the ``.meta.json`` file, keeping its other keys."""
+        meta = json.loads(self.meta.read_text(encoding="utf-8"))
+        self.meta.write_text(
+            json.dumps(meta | fields, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+
 
 def _append(path: Path, rows: list[Mapping[str, Any]], columns: Mapping[str, str]) -> None:
     unknown = undocumented(rows, columns)
@@ -150,7 +147,9 @@ def read_report(path: str | Path) -> pd.DataFrame:
 def metadata(
     plugins: Mapping[str, str], failures: Iterable[Any], device: torch.device, device_name: str
 ) -> dict:
-    """Versions, device, CPU count, git commit and plugins, for the ``.meta.json`` file."""
+    """Versions, device, CPU count, plugins and `deqbench.measure.environment`'s capture (the
+    CUDA stack, git state, numerics settings), for the ``.meta.json`` file. ``packages`` holds
+    what this process has imported so far; the runner adds its runs' imports at the end."""
     from deqbench import __version__
 
     return {
@@ -166,21 +165,8 @@ def metadata(
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "openmp_wait": openmp.describe(),
-        "git_commit": _git_commit(),
+        **environment.environment(),
+        "packages": environment.imported_packages(environment.top_level_modules()),
         "plugins": dict(plugins),
         "plugin_failures": [{"plugin": f.plugin, "error": f.error} for f in failures],
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None

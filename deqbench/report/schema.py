@@ -7,6 +7,7 @@ kind shares lives here. A row is a plain mapping from column to value, as the CS
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -61,3 +62,12 @@ class Metric:
 def undocumented(rows: list[Mapping[str, Any]], columns: Mapping[str, str]) -> set[str]:
     """The keys of ``rows`` that ``columns`` does not document."""
     return {key for row in rows for key in row} - set(columns)
+
+
+def finite_number(value: Any) -> float | None:
+    """A report cell as a finite float, or None (empty, text, NaN or infinite)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

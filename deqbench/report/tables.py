@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from deqbench.report import targets
-from deqbench.report.display import fmt
+from deqbench.report import reference, targets
+from deqbench.report.cells import EMPTY, add_columns, fmt, option_value, options_text
 from deqbench.report.noise import has_repeats, seed_groups, tied_with_best
 from deqbench.report.results import noisy_figures
 from deqbench.report.schema import RunStatus
@@ -26,6 +26,7 @@ _TRAIN = {
     "eval_top1_ci": "95 % CI",
     "eval_miou": "mIoU %",
     "eval_pixel_acc": "pixel %",
+    "reproduced": "reproduced",
     "f_nfe_mean": "f NFE",
     "f_rel_residual_median_final": "f res",
     "b_nfe_mean": "b NFE",
@@ -44,7 +45,7 @@ def _train_cells(row: dict) -> dict:
     cells = dict(row)
     options = json.loads(row["options"]) if isinstance(row.get("options"), str) else {}
     rest = {k.split(".")[-1]: v for k, v in options.items() if k not in _SHOWN_OPTIONS}
-    cells["options"] = " ".join(f"{k}={v}" for k, v in rest.items())
+    cells["options"] = ", ".join(f"{k}={option_value(v)}" for k, v in rest.items())
     cuda = row.get("peak_mem_mb")
     cells["peak_mb"] = cuda if _cell(cuda) != "–" else row.get("rss_peak_mb")
     low, high = row.get("eval_top1_ci_low"), row.get("eval_top1_ci_high")
@@ -54,6 +55,7 @@ def _train_cells(row: dict) -> dict:
     if _cell(cosine) != "–":  # near 1 the digits that matter come late: 0.9998, not "1"
         cells["grad_cosine_median"] = f"{cosine:.4f}"
     cells.update(targets.row_cells(row))  # "not reached"
+    cells["reproduced"] = reference.mark(row)  # yes ✓, no ✗, n/a
     return cells
 
 
@@ -64,7 +66,9 @@ def train_table(rows: list[dict], keys: Sequence[str]) -> Table:
     forward, ``grad cos`` the median cosine of the run's gradient checks against the exact
     implicit gradient. ``95 % CI`` is top-1's Wilson interval; without seed repeats
     (`seeds_table` judges those), a top-1 within noise of the best run's is marked ``≈``.
-    ``keys``: the identity columns of the kind (runs differing only in seed repeat)."""
+    ``reproduced`` marks each run against its published figure (`deqbench.report.reference`),
+    named in the caption; shown when a run has one. ``keys``: the identity columns of the
+    kind (runs differing only in seed repeat)."""
     cells = [_train_cells(r) for r in rows]
     shown = {
         k: v for k, v in _TRAIN.items() if any(_cell(c.get(k)) not in ("–", "") for c in cells)
@@ -72,6 +76,8 @@ def train_table(rows: list[dict], keys: Sequence[str]) -> Table:
     for key in ("options", "seed"):
         if key in shown and len({_cell(c.get(key)) for c in cells}) < 2:
             del shown[key]
+    if not any(reference.has_figure(r) for r in rows):
+        shown.pop("reproduced", None)
     ok = [r for r in rows if r.get("status") == RunStatus.COMPLETED]
     repeats = has_repeats(_frame(rows), keys)
     tied = [False] * len(ok) if repeats else tied_with_best(ok, "eval_top1")
@@ -79,9 +85,10 @@ def train_table(rows: list[dict], keys: Sequence[str]) -> Table:
     for c, mark in zip(done, tied, strict=True):
         if mark:
             c["eval_top1"] = f"{_cell(c['eval_top1'])} ≈"
-    table = Table(caption=_tied_caption(ok, tied, "eval_top1", "run", "Wilson intervals"))
-    for title in shown.values():
-        table.add_column(title, overflow="fold")
+    tied_note = _tied_caption(ok, tied, "eval_top1", "run", "Wilson intervals")
+    notes = [n for n in (tied_note, reference.caption(rows)) if n]
+    table = Table(caption="\n".join(notes) or None)
+    add_columns(table, shown.values(), text=_text(shown))
     colour = {RunStatus.COMPLETED: None, RunStatus.DIVERGED: "yellow"}
     for c in cells:
         table.add_row(*(_cell(c.get(k)) for k in shown), style=colour.get(c["status"], "red"))
@@ -144,8 +151,7 @@ def seeds_table(rows: list[dict], keys: Sequence[str]) -> Table | None:
     target = targets.seeds_cells(frame, keys)  # reached k/n, median (min–max) to target
     note = f"; {targets.SEEDS_NOTE}" if target else ""
     table = Table(title=f"over seeds: mean ± SD of the completed runs{note}", caption=caption)
-    for title in [*shown.values(), "n", *figures.values(), *target]:
-        table.add_column(title, overflow="fold")
+    add_columns(table, [*shown.values(), "n", *figures.values(), *target], text=_text(shown))
     for i, (group, name, mark) in enumerate(zip(groups, names, tied, strict=True)):
         n = f"{group['n']}" + (f"/{group['runs']}" if group["n"] < group["runs"] else "")
         spread = [_mean_sd(group, k) + (" ≈" if mark and k == figure else "") for k in figures]
@@ -198,10 +204,18 @@ _GRADIENT = {
 
 
 def _cell(value: object) -> str:
-    """`deqbench.report.display.fmt`, with options (stored as JSON) shown as ``k=v`` pairs."""
-    if isinstance(value, str) and value.startswith("{"):
-        return " ".join(f"{k}={v}" for k, v in json.loads(value).items())
-    return fmt(value)
+    """`deqbench.report.cells.fmt`, with options (stored as JSON) shown as ``k=v, k=v``."""
+    return options_text(value)
+
+
+#: Columns of names and settings, not figures: they may fold onto more lines.
+_TEXT = ("model", "problem", "solver", "gradient", "options", "status", "b_status")
+_TEXT += ("solver_options", "stop_mode", "gradient_options")
+
+
+def _text(shown: dict[str, str]) -> list[str]:
+    """The titles of ``shown``'s text columns."""
+    return [title for key, title in shown.items() if key in _TEXT]
 
 
 NOISY_NOTE = (
@@ -218,9 +232,19 @@ def _noisy(row: dict) -> set[str]:
     return noisy
 
 
+#: Timings of a solve row: those of a smoke run (its ``smoke`` column) are marked ``†``.
+_TIMED = ("solve_ms_median", "overhead_per_nfe", "forward_ms_median", "backward_ms_median")
+SMOKE_MARK = "†"
+SMOKE_NOTE = (
+    f"{SMOKE_MARK} a smoke run (--limit): timed from one unwarmed repeat, so these times show "
+    "only that the runs work; run without --limit to measure them"
+)
+
+
 def results_table(rows: list[dict]) -> Table:
     """A rich table of the columns a reader scans first; the CSV has them all. A figure whose
-    spread is too wide to trust (`deqbench.report.results.noisy_figures`) is marked ``!``."""
+    spread is too wide to trust (`deqbench.report.results.noisy_figures`) is marked ``!``,
+    a timing of a smoke run ``†`` (`SMOKE_NOTE`)."""
     gradients = any(_cell(r.get("gradient")) not in ("–", "") for r in rows)
     varying = {k: v for k, v in _SETTINGS.items() if len({_cell(r.get(k)) for r in rows}) > 1}
     columns = {
@@ -232,12 +256,18 @@ def results_table(rows: list[dict]) -> Table:
         **(_GRADIENT if gradients else _SOLVE),
     }
     shown = {k: v for k, v in columns.items() if any(_cell(r.get(k)) != "–" for r in rows)}
-    table = Table()
-    for title in shown.values():
-        table.add_column(title, overflow="fold")
+    smoke = [_cell(row.get("smoke")) != EMPTY for row in rows]
+    table = Table(caption=SMOKE_NOTE if any(smoke) else None)
+    add_columns(table, shown.values(), text=_text(shown))
     colour = {RunStatus.CONVERGED: None, RunStatus.MAX_ITER: "yellow"}
-    for row in rows:
+    for row, smoked in zip(rows, smoke, strict=True):
         noisy = _noisy(row)
-        cells = (_cell(row.get(k)) + ("!" if k in noisy else "") for k in shown)
+        marked = set(_TIMED) if smoked else set()
+        cells = (
+            _cell(row.get(k))
+            + ("!" if k in noisy else "")
+            + (SMOKE_MARK if k in marked and _cell(row.get(k)) != EMPTY else "")
+            for k in shown
+        )
         table.add_row(*cells, style=colour.get(row["status"], "red"))
     return table

@@ -1,4 +1,4 @@
-"""Optional TensorBoard logging of a training suite (``[logging] tensorboard = true``).
+"""The ``tensorboard`` logger of a training suite (``[logging] loggers = ["tensorboard"]``).
 
 Each run writes its per-step scalars (loss, forward/backward NFE, residual, images/s, lr) with
 ``torch.utils.tensorboard`` into a subfolder of ``<report>.tensorboard/`` beside the report::
@@ -7,8 +7,9 @@ Each run writes its per-step scalars (loss, forward/backward NFE, residual, imag
     reports/digits-20260101.tensorboard/run-000-anderson-ift/events.out.tfevents…
 
 so ``tensorboard --logdir reports/digits-20260101.tensorboard`` shows one curve per run.
-tensorboard is an optional package: `require_tensorboard` turns its absence into a
-`ConfigError` at validation, before any run starts.
+tensorboard is an optional package: `TensorBoardLogger.missing` makes its absence one line at
+validation, before any run starts. The core registers `TensorBoardLogger` through the
+``register_loggers`` hook (`deqbench.builtins`), as a plugin registers its own.
 """
 
 from __future__ import annotations
@@ -22,16 +23,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from deqbench.errors import ConfigError
+from deqbench.loggers import STEP_SCALARS, LoggedRun, RunLogger
 
 #: Step-row column (`deqbench.runs.train.columns.STEP_COLUMNS`) → TensorBoard tag.
-SCALARS = {
-    "loss": "train/loss",
-    "f_nfe": "train/f_nfe",
-    "b_nfe": "train/b_nfe",
-    "f_rel_residual": "train/f_rel_residual",
-    "images_per_s": "train/images_per_s",
-    "lr": "train/lr",
-}
+SCALARS = STEP_SCALARS
 _INSTALL = "pip install tensorboard"
 
 
@@ -133,3 +128,32 @@ class TensorBoardRun:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class TensorBoardLogger(RunLogger):
+    """The ``tensorboard`` logger: each run's scalars in ``<report>.tensorboard/<run name>/``
+    (`TensorBoardRun`). It takes no options."""
+
+    requires = ("tensorboard",)
+    install = _INSTALL
+
+    def __init__(self) -> None:
+        self._run: TensorBoardRun | None = None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        if tensorboard_available():
+            return None
+        return f"needs the tensorboard package, which is not installed; install it: {_INSTALL}"
+
+    def start(self, run: LoggedRun) -> None:
+        self._run = TensorBoardRun(run.report, run.index, run.label)
+
+    def log_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        if self._run is None:
+            raise RuntimeError("TensorBoard logger: log_scalars before start")
+        self._run.log_scalars(step, scalars)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self._run is not None:
+            self._run.close()

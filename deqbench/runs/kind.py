@@ -68,6 +68,8 @@ class RunOutput:
     metrics: Row = field(default_factory=dict)
     companions: dict[str, list[Row]] = field(default_factory=dict)  #: suffix → rows
     shared: Any = None
+    #: the top-level modules a run in a worker imported, for ``.meta.json``'s packages
+    modules: frozenset[str] = frozenset()
 
 
 class RunKind(abc.ABC):

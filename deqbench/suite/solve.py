@@ -133,6 +133,7 @@ class Suite:
     runs: Sequence[Run]  #: a `RunGrid` (built on demand) or, after `select`, a tuple
     warnings: tuple[str, ...] = ()  #: things the user may not mean, e.g. a huge matrix
     kind: str = "solve"  #: its ``[suite] kind`` (`deqbench.suite.train.TrainSuite`'s is "train")
+    smoke: int | None = None  #: a smoke run's ``--limit`` (one unwarmed repeat); None: a full run
 
     @property
     def name(self) -> str:
@@ -263,7 +264,7 @@ def smoke(suite: Suite, limit: int) -> Suite:
             for run in suite.runs
         )
     spec = suite.spec.model_copy(update={"suite": info})
-    return Suite(suite.path, spec, runs, suite.warnings)
+    return Suite(suite.path, spec, runs, suite.warnings, smoke=limit)
 
 
 def select(suite: Suite, problems: Iterable[str]) -> Suite:
@@ -276,4 +277,4 @@ def select(suite: Suite, problems: Iterable[str]) -> Suite:
                 f"{suite.path}: --only {name}: no such problem{did_you_mean(name, names)}"
             )
     runs = tuple(run for run in suite.runs if run.problem.name in wanted)
-    return Suite(suite.path, suite.spec, runs, suite.warnings)
+    return Suite(suite.path, suite.spec, runs, suite.warnings, smoke=suite.smoke)

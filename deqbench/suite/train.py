@@ -23,7 +23,9 @@ from pydantic import ValidationError
 
 from deqbench.errors import ConfigError, DeqbenchError, did_you_mean
 from deqbench.plugins import Registry, get_registry
+from deqbench.suite.loggers import check_loggers, logging_warnings
 from deqbench.suite.train_tables import (
+    REFERENCE_METRICS,
     TARGETS,
     TrainFile,
 )
@@ -41,7 +43,7 @@ class TrainRun:
 
     index: int
     spec: TrainFile  #: matrix/include values applied; ``matrix``/``include`` emptied
-    options: dict[str, Any]  #: the swept or included dotted keys and their values
+    options: dict[str, Any]  #: the swept or included dotted keys and values (not reference.*)
     seed: int
     max_steps: int | None = None  #: the smoke cap (``--max-steps``); None: the recipe's length
 
@@ -79,12 +81,12 @@ def load_train_suite(
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation(exc, TrainFile)}") from None
     for key in spec.matrix:
-        _check_dotted(key, f"matrix.{key}", path)
+        _check_dotted(key, f"matrix.{key}", path, spec.matrix[key])
     for i, entry in enumerate(spec.include):
         if not entry:
             raise ConfigError(f"{path}: include[{i}]: empty; give dotted keys, e.g. model.name")
         for key in entry:
-            _check_dotted(key, f"include[{i}].{key}", path)
+            _check_dotted(key, f"include[{i}].{key}", path, entry[key])
     base = {k: v for k, v in data.items() if k not in ("matrix", "include")}
     configs: list[tuple[str, dict[str, Any]]] = []
     keys = list(spec.matrix)
@@ -107,20 +109,61 @@ def load_train_suite(
         if signature not in checked:
             checked.add(signature)
             _check_plugins(run_spec, registry, path, f"{where} {_json(options)}" if options else "")
+        # A published figure does not define the run: kept out of its options and label.
+        defining = {k: v for k, v in options.items() if not k.startswith("reference.")}
         for r in range(spec.suite.repeats):
-            runs.append(TrainRun(len(runs), run_spec, options, spec.suite.seed + r))
-    if any(run.spec.logging.tensorboard for run in runs):
-        from deqbench.report.tensorboard import require_tensorboard
+            runs.append(TrainRun(len(runs), run_spec, defining, spec.suite.seed + r))
+    _check_figures(runs, path)
+    warnings = _untrained(runs) + logging_warnings(path, [run.spec.logging for run in runs])
+    return TrainSuite(path, spec, tuple(runs), warnings=warnings)
 
-        require_tensorboard(f"{path}: [logging] tensorboard")  # now, not when a run starts
-    return TrainSuite(path, spec, tuple(runs))
+
+def _check_figures(runs: list[TrainRun], path: Path) -> None:
+    """A ``[reference]`` band or source without any run's figure is a forgotten figure."""
+    tables = [run.spec.reference for run in runs]
+    stated = any(t.band is not None or t.source is not None for t in tables)
+    if stated and not any(t.figure() is not None for t in tables):
+        raise ConfigError(
+            f"{path}: reference: a band or source, but no run states a published figure; "
+            "expected reference.top1, reference.top5 or reference.miou in [reference], "
+            "[matrix] or an [[include]]"
+        )
+
+
+def _check_weights(spec: TrainFile, model: Any, fail: Any) -> None:
+    """``[model] weights`` is a file, and ``weights_format`` one the model reads (its factory's
+    ``weight_formats``, `deqbench.models.Model.weight_formats`)."""
+    table = spec.model
+    if not table.weights:
+        if table.weights_format != "auto":
+            fail("model.weights_format", "a format of weights, but no model.weights")
+        return
+    if not Path(table.weights).is_file():
+        fail("model.weights", f"no such file {table.weights!r}; expected a weights file")
+    formats = ("auto", "deqbench", *getattr(model, "weight_formats", ()))
+    if table.weights_format not in formats:
+        hint = did_you_mean(table.weights_format, formats)
+        fail(
+            "model.weights_format", f"model {table.name!r} reads no {table.weights_format!r}{hint}"
+        )
+
+
+def _untrained(runs: list[TrainRun]) -> tuple[str, ...]:
+    """A warning for runs that evaluate only (no training length) and have no weights."""
+    idle = [run for run in runs if run.spec.recipe.evaluate_only and not run.spec.model.weights]
+    if not idle:
+        return ()
+    return (
+        f"{len(idle)} run(s) set neither recipe.epochs nor recipe.steps and no model.weights: "
+        "they evaluate untrained weights (give model.weights, or: deqbench eval SUITE WEIGHTS)",
+    )
 
 
 def _json(options: Mapping[str, Any]) -> str:
     return json.dumps(options, sort_keys=False, default=str)
 
 
-def _check_dotted(key: str, where: str, path: Path) -> None:
+def _check_dotted(key: str, where: str, path: Path, value: Any = None) -> None:
     """A matrix/include key names a field of a table, or a key inside an options table."""
     parts = key.split(".")
     tables = {n: f for n, f in TrainFile.model_fields.items() if n not in ("matrix", "include")}
@@ -129,8 +172,16 @@ def _check_dotted(key: str, where: str, path: Path) -> None:
             f"{path}: {where}: unknown table {parts[0]!r}{did_you_mean(parts[0], tables)}"
         )
     table = tables[parts[0]].annotation
-    if len(parts) < 2:
-        raise ConfigError(f"{path}: {where}: give a key of the table, e.g. {parts[0]}.name")
+    if len(parts) < 2:  # `--set matrix.deq.solver=…` unquoted: the dots made a table
+        if isinstance(value, list) and len(value) == 1:  # a matrix value, wrapped as a sweep
+            value = value[0]
+        inner = next(iter(value), None) if isinstance(value, dict) else None
+        example = f"{parts[0]}.{inner or next(iter(table.model_fields))}"
+        cli = f"""; with --set, quote it: --set 'matrix."{example}"=[...]'"""
+        raise ConfigError(
+            f'{path}: {where}: expected one dotted key of a table, quoted, e.g. "{example}"'
+            + (cli if where.startswith("matrix") else "")
+        )
     fields = table.model_fields
     if parts[1] not in fields:
         hint = did_you_mean(parts[1], fields)
@@ -162,6 +213,7 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
     check_options(dataset, spec.dataset.options, "dataset.options", fail)
     model = find("models", spec.model.name, "model.name")
     check_options(model, spec.model.options, "model.options", fail)
+    _check_weights(spec, model, fail)
     # The model's task is its head's when the suite names one, else the model's own.
     key, kind, name = "model.name", "model", spec.model.name
     task = declared_task(model, spec.model.options)
@@ -181,13 +233,21 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
             f"{data_task} dataset; expected {fix}",
         )
     target, known = spec.eval.target(), data_task or task
+    what = f"dataset {spec.dataset.name!r}" if data_task else f"{kind} {name!r}"
     if target is not None and known and TARGETS[target[0]][1] != known:
         other = next(k for k, (_, t) in TARGETS.items() if t == known)
-        what = f"dataset {spec.dataset.name!r}" if data_task else f"{kind} {name!r}"
         need = TARGETS[target[0]][1]
         fail(
             f"eval.{target[0]}",
             f"a {need} target, but {what} is for {known}; expected eval.{other}",
+        )
+    figure = spec.reference.figure()
+    if figure is not None and known and REFERENCE_METRICS[figure[0]][1] != known:
+        fits = [f"reference.{k}" for k, (_, t) in REFERENCE_METRICS.items() if t == known]
+        need = REFERENCE_METRICS[figure[0]][1]
+        fail(
+            f"reference.{figure[0]}",
+            f"a {need} metric, but {what} is for {known}; expected {' or '.join(fits)}",
         )
     deq = spec.deq
     built = {}
@@ -207,6 +267,7 @@ def _check_plugins(spec: TrainFile, registry: Registry, path: Path, where: str) 
         check_options(factory, spec.eval.solver_options, "eval.solver_options", fail, build=True)
     elif spec.eval.solver_options:
         fail("eval.solver_options", "options of an evaluation solver: give eval.solver too")
+    check_loggers(spec.logging, registry, fail)
 
 
 def declared_task(factory: Any, options: Mapping[str, Any]) -> str | None:

@@ -60,6 +60,11 @@ class ModelTable(_Table):
     head: str = ""  #: "" keeps the model's own head
     head_options: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    #: weights to start from (`deqbench.runs.train.weights`): a deqbench checkpoint or state
+    #: dict, or a layout the model declares; "" starts from the model's initialisation
+    weights: str = ""
+    #: "auto" (told by the keys), "deqbench", or a format the model declares ("mdeq-reference")
+    weights_format: str = "auto"
 
 
 def _settings_table() -> type[_Table]:
@@ -87,8 +92,9 @@ class RecipeTable(_Table):
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     schedule: Literal["constant", "cosine", "poly", "step"] = "cosine"
     schedule_options: dict[str, Any] = {}  #: poly: power; step: gamma, milestones
-    epochs: PosInt | None = None
-    steps: PosInt | None = None
+    # The training length: one of epochs or steps; neither (or 0) evaluates only.
+    epochs: Annotated[int, Field(ge=0)] | None = None
+    steps: Annotated[int, Field(ge=0)] | None = None
     unrolled_warmup_steps: Annotated[int, Field(ge=0)] = 0
     grad_clip: Annotated[float, Field(ge=0)] = 0.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -100,9 +106,14 @@ class RecipeTable(_Table):
 
     @model_validator(mode="after")
     def _one_length(self) -> RecipeTable:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give exactly one of epochs or steps")
+        if self.epochs is not None and self.steps is not None and (self.epochs or self.steps):
+            raise ValueError("give exactly one of epochs or steps (neither, or 0: evaluate only)")
         return self
+
+    @property
+    def evaluate_only(self) -> bool:
+        """No training length: the run evaluates its model (``[model] weights``) only."""
+        return not (self.epochs or self.steps)
 
 
 class EvalSweep(_Table):
@@ -181,10 +192,90 @@ class EvalTable(_Table):
         return out | ({"solver_options": dict(self.solver_options)} if self.solver else {})
 
 
-class LoggingTable(_Table):
-    """``[logging]``: optional logs beside the report (`deqbench.report.tensorboard`)."""
+#: Each ``[reference]`` metric key: the eval column it is checked on and the task it is for.
+REFERENCE_METRICS = {
+    "top1": ("eval_top1", "classification"),
+    "top5": ("eval_top5", "classification"),
+    "miou": ("eval_miou", "segmentation"),
+}
+Percent = Annotated[float, Field(ge=0, le=100)]
 
-    tensorboard: bool = False  #: per-step scalars to ``<report>.tensorboard/run-NNN-…/``
+
+class ReferenceTable(_Table):
+    """``[reference]``: the published figure a run is checked against (docs/reference-results.md).
+
+    A run is reproduced when its final evaluation's metric is within ``band`` points of the
+    published figure, either side: |measured − published| ≤ band. A table with ``band`` and
+    ``source`` but no figure states them for the runs that give their figure themselves
+    (``"reference.top1"`` in ``[matrix]`` or an ``[[include]]``); a run without one is n/a."""
+
+    top1: Percent | None = None  #: top-1 accuracy, percent (classification)
+    top5: Percent | None = None  #: top-5 accuracy, percent (classification)
+    miou: Percent | None = None  #: mean IoU, percent (segmentation)
+    band: Annotated[float, Field(gt=0)] | None = None  #: points either side of the figure
+    source: str | None = None  #: where the figure is published, e.g. "JR paper, Table 2"
+
+    @field_validator("source")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError('expected where the figure is published, e.g. "JR paper, Table 2"')
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReferenceTable:
+        given = [key for key in REFERENCE_METRICS if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one published figure, not {' and '.join(given)}")
+        missing = [key for key in ("band", "source") if getattr(self, key) is None]
+        if given and missing:
+            raise ValueError(f"{given[0]} needs {' and '.join(missing)} too")
+        return self
+
+    def figure(self) -> tuple[str, float] | None:
+        """The published figure as (its key: top1, top5 or miou, percent); None: none."""
+        given = [(k, getattr(self, k)) for k in REFERENCE_METRICS if getattr(self, k) is not None]
+        return given[0] if given else None
+
+    def columns(self) -> dict[str, Any]:
+        """The row's reference columns (all empty without a figure)."""
+        figure = self.figure()
+        if figure is None:
+            return dict.fromkeys(
+                ("reference_metric", "reference_value", "reference_band", "reference_source")
+            )
+        return {
+            "reference_metric": REFERENCE_METRICS[figure[0]][0],
+            "reference_value": figure[1],
+            "reference_band": self.band,
+            "reference_source": self.source,
+        }
+
+
+class LoggingTable(_Table):
+    """``[logging]``: the experiment loggers each run writes to (`deqbench.loggers`), by their
+    registered names (``deqbench list loggers``), and each one's options:
+    ``[logging.options.wandb] project = "deq"``."""
+
+    loggers: list[str] = []  #: e.g. ["tensorboard", "mlflow"]
+    options: dict[str, dict[str, Any]] = {}  #: per logger name: its factory's keywords
+    tensorboard: bool = False  #: deprecated: the same as "tensorboard" in ``loggers``
+    #: Without a terminal (a pipe, a Slurm log), a progress line every this many steps and at
+    #: the last, besides one per interim evaluation and per finished run; 0: no step lines.
+    #: Display only: left out of the suite's fingerprint, so it never stops a --resume or merge.
+    progress_every: Annotated[int, Field(ge=0, exclude=True)] = 100
+
+    @field_validator("loggers")
+    @classmethod
+    def _once(cls, names: list[str]) -> list[str]:
+        if len(set(names)) < len(names):
+            raise ValueError("name each logger once")
+        return names
+
+    def selected(self) -> list[str]:
+        """The loggers' names, with ``tensorboard = true`` as ``"tensorboard"``."""
+        alias = self.tensorboard and "tensorboard" not in self.loggers
+        return [*self.loggers, *(["tensorboard"] if alias else [])]
 
 
 class TrainFile(_Table):
@@ -198,8 +289,9 @@ class TrainFile(_Table):
     dataset: DatasetTable
     model: ModelTable
     deq: DEQTable = DEQTable()
-    recipe: RecipeTable
+    recipe: RecipeTable = RecipeTable()  #: omitted: evaluate only
     eval: EvalTable = EvalTable()
+    reference: ReferenceTable = ReferenceTable()
     logging: LoggingTable = LoggingTable()
     matrix: dict[str, Sweep] = {}
     include: list[dict[str, Any]] = []

@@ -39,6 +39,9 @@ class GradientCheck:
     name: str
     cosine: float
     rel_error: float
+    #: NFE of the backward solve the estimator recorded (`GradContext.solve_backward`); None
+    #: when it recorded none, as estimators that solve nothing (jfb, phantom) do
+    b_nfe: int | None = None
 
 
 def _flat(grads: list[Tensor | None]) -> Tensor:
@@ -142,7 +145,8 @@ def check_gradient(
         assert torch.allclose(z_out, f()(z).detach(), atol=1e-9), f"{name}: value is not f(z*)"
     exact = _dense_implicit(f(), z, c, wrt)
     cosine = float(first @ exact / (first.norm() * exact.norm()))
-    check = GradientCheck(name, cosine, _rel(first, exact))
+    b_nfe = stats.backward.nfe if stats.backward is not None else None
+    check = GradientCheck(name, cosine, _rel(first, exact), b_nfe)
 
     if isinstance(est, SHINE):
         start = bind(cell, x)  # the forward again: the same solve, so the same estimate

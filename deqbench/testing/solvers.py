@@ -47,7 +47,8 @@ In pytest::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -100,11 +101,31 @@ def skipped_checks(solver: str | Solver) -> dict[str, str]:
     return skip
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: Any) -> Iterator[None]:
+    """Run the block on one torch thread when ``device`` is the CPU, then restore the count.
+
+    The kit's problems hold a few thousand numbers, too few for threads to pay. On cores that
+    other work kept busy, torch's default pool, spinning between ops, made one check take
+    seconds instead of milliseconds.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or torch.device(device).type != "cpu":
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_solver_check(
     solver: str | Solver, check: str, *, dtype: torch.dtype = torch.float64, device: Any = "cpu"
 ) -> None:
-    """Run one check by name (see `CHECKS`). A `MonitorMisuse` fails it, with its message."""
-    with torch.no_grad():
+    """Run one check by name (see `CHECKS`), on one CPU thread. A `MonitorMisuse` fails it,
+    with its message."""
+    with torch.no_grad(), _one_cpu_thread(device):
         try:
             CHECKS[check](solver, dtype=dtype, device=device)
         except MonitorMisuse as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from deqbench.state import State
 from deqbench.stats import DEQStats
 from deqbench_plugins.mdeq.cell import MDEQCell
 from deqbench_plugins.mdeq.configs import VARIANTS, Variant
+from deqbench_plugins.mdeq.convert import FORMAT, REFERENCE
 
 
 def variant(name: str) -> Variant:
@@ -81,8 +83,12 @@ class MDEQModel(Model):
 
     ``set_unrolled(True)`` makes training forwards apply the cell ``unroll`` times from zero
     (a weight-tied explicit stack, ordinary backprop); evaluation always solves for the
-    equilibrium. Segmentation logits are upsampled to the input size.
+    equilibrium. Segmentation logits are upsampled to the input size. It also reads the
+    reference implementation's checkpoints (``weights_format = "mdeq-reference"``,
+    `deqbench_plugins.mdeq.convert`).
     """
+
+    weight_formats = MappingProxyType({FORMAT: REFERENCE})
 
     def __init__(
         self, cell: MDEQCell, head: nn.Module, deq: DEQSettings, cfg: Variant, unroll: int
@@ -162,6 +168,7 @@ def _factory(name: str) -> functools.partial[MDEQModel]:
     factory = functools.partial(build_mdeq, name)
     factory.__doc__ = f"MDEQ {name} (options: dropout, unroll L of the warm-up, init)."
     factory.task = variant(name).head  # its default head's task, checked at validation
+    factory.weight_formats = tuple(MDEQModel.weight_formats)  # checked at validation
     return factory
 
 

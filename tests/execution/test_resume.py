@@ -351,3 +351,18 @@ def test_a_report_killed_before_its_header_resumes_from_its_meta(tmp_path):
     writer.meta.unlink()  # neither: nothing to resume
     with pytest.raises(ConfigError, match="no such report"):
         plan_resume(writer.path, suite, {})
+
+
+def test_a_report_with_another_versions_columns_is_refused(tmp_path):
+    suite = _solve_suite()
+    writer = ReportWriter(tmp_path / "old.csv", SOLVE)
+    _write_meta(writer, suite, {})
+    old = [c for c in SOLVE.columns if c != "smoke"] + ["retired"]
+    writer.path.write_text(",".join(old) + "\n")
+    with pytest.raises(ConfigError) as info:
+        plan_resume(writer.path, suite, {}, columns=SOLVE.columns)
+    assert str(info.value) == (
+        f"--resume {writer.path}: its columns are not the ones this deqbench writes (this "
+        "deqbench adds smoke; it has retired, which this deqbench does not write); it was "
+        "written by another version of deqbench: start a new report"
+    )

@@ -24,6 +24,13 @@ def test_estimators_conform_with_options(name, options):
     check_gradient(name, options=options)
 
 
+def test_the_kit_reports_the_recorded_backward_nfe():
+    ift = check_gradient("ift")
+    # the toy is a 0.5-contraction solved to 1e-12 from zero: 22 fixed-point evaluations
+    assert ift.b_nfe == 22
+    assert check_gradient("jfb").b_nfe is None  # solves nothing, records nothing
+
+
 def test_the_kit_rejects_an_inexact_ift():
     with pytest.raises(AssertionError, match="relative error"):
         check_gradient(IFT(max_iter=3))

@@ -458,3 +458,72 @@ def test_no_runs_in_common_is_an_error(cli, tmp_path):
     b = _write(tmp_path, "b.csv", _train(TRAIN_B[4:]))
     result = cli.invoke(main, ["compare", a, b])
     assert result.exit_code == 2 and "have no runs in common (1 runs only in" in result.output
+
+
+# ----------------------------------------------------------------------------- honest marks
+
+
+def test_a_figure_flagged_noisy_is_never_a_regression(cli, tmp_path):
+    # The same solve twice: p's time moved 2 → 3 ms, but B's run flagged it noisy (IQR over
+    # 10 % of its median); q's NFE doubled, a real regression.
+    a = pd.DataFrame([_row("anderson", "p", ms=2.0, noisy=""), _row("anderson", "q", nfe=10)])
+    b = pd.DataFrame(
+        [_row("anderson", "p", ms=3.0, noisy="solve_ms_median"), _row("anderson", "q", nfe=20)]
+    )
+    out = compare(a, b)
+    t = out.table.set_index("problem")
+    assert t.loc["p", "solve_ms_median_ratio"] == 1.5 and t.loc["p", "worse"] == ""
+    assert t.loc["p", "noisy"] == "solve_ms_median" and t.loc["q", "worse"] == "nfe"
+    assert out.regressions == 1 and out.noisy == 1
+    pa, pb = _write(tmp_path, "a.csv", a), _write(tmp_path, "b.csv", b)
+    md = cli.invoke(main, ["compare", pa, pb, "--format", "markdown", "--fail-on-regression"])
+    assert md.exit_code == 1 and "1 run(s) got worse" in md.stderr  # q alone
+    assert "| 1.5 ! |" in md.stdout and "| 2 ✗ |" in md.stdout
+    assert "1 noisy figure(s) excluded" in md.stdout
+    assert "2 runs matched, 1 got worse, 1 noisy figure(s) not judged" in md.stdout
+    # The noise alone fails nothing, and says so.
+    pn = _write(tmp_path, "n.csv", b.iloc[:1])
+    alone = cli.invoke(main, ["compare", pa, pn, "--fail-on-regression"])
+    assert alone.exit_code == 0, alone.output
+    assert "--fail-on-regression ignores 1 noisy figure(s)" in alone.stderr
+    assert "1.5 !" in alone.stdout and "never counted as worse" in alone.stdout
+
+
+def test_training_step_time_noisy_by_its_iqr_even_in_seed_means():
+    # Training rows carry no noisy column: a step-time IQR of 30 on a median of 100 flags it.
+    a = _train([{"gradient": "ift", "step_ms_median": 100.0, "step_ms_iqr": 30.0}])
+    b = _train([{"gradient": "ift", "step_ms_median": 130.0, "step_ms_iqr": 5.0}])
+    out = compare(a, b)
+    assert out.table["step_ms_median_ratio"].item() == 1.3
+    assert (out.table["worse"].item(), out.table["noisy"].item()) == ("", "step_ms_median")
+    quiet = compare(a.assign(step_ms_iqr=5.0), b)
+    assert quiet.table["worse"].item() == "step_ms_median" and quiet.noisy == 0
+    # Seed means: one noisy seed makes the configuration's mean noisy.
+    seeds = [
+        {"seed": s, "step_ms_median": 100.0, "step_ms_iqr": iqr} for s, iqr in ((0, 5), (1, 30))
+    ]
+    slow = [{"seed": s, "step_ms_median": 130.0, "step_ms_iqr": 5.0} for s in (0, 1)]
+    means = compare(_train(seeds), _train(slow))
+    assert means.seeds and means.table["noisy"].item() == "step_ms_median"
+    assert means.regressions == 0
+
+
+def test_converged_to_max_iter_is_newly_failed(cli, tmp_path):
+    statuses = {"p": ("converged", "max_iter"), "q": ("max_iter", "converged")}
+    statuses |= {"r": ("max_iter", "error"), "s": ("error", "max_iter")}
+    a = pd.DataFrame([_row("anderson", p, status=sa) for p, (sa, _) in statuses.items()])
+    b = pd.DataFrame([_row("anderson", p, status=sb) for p, (_, sb) in statuses.items()])
+    out = compare(a, b)
+    t = out.table.set_index("problem")
+    assert t["change"].to_dict() == {
+        "p": "newly failed",
+        "q": "fixed",
+        "r": "newly failed",
+        "s": "",
+    }
+    assert t["worse"].to_dict() == {"p": "newly failed", "q": "", "r": "newly failed", "s": ""}
+    text = cli.invoke(
+        main, ["compare", _write(tmp_path, "a.csv", a), _write(tmp_path, "b.csv", b)]
+    ).stdout
+    assert "converged → max_iter (newly failed)" in text and "max_iter → converged (fixed)" in text
+    assert "4 runs matched, 2 got worse, 2 newly failed, 1 fixed" in text

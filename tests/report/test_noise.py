@@ -9,6 +9,7 @@ import pytest
 
 from deqbench.report.noise import (
     Z95,
+    flagged_noisy,
     has_repeats,
     mean_interval,
     percent_interval,
@@ -123,3 +124,15 @@ def test_within_noise_when_wilson_or_seed_intervals_overlap():
         a, {"eval_miou": 71.0, "eval_miou_sd": 1.0, "eval_miou_n": 3}, "eval_miou"
     )
     assert tied_with_best([close, best, far, {}], "eval_top1") == [True, False, False, False]
+
+
+def test_flagged_noisy_reads_the_noisy_column_else_the_iqrs():
+    # A noisy bare loop makes the overhead ratio (bare in its denominator) noisy too, and the
+    # overhead the cost in f-evaluations (NFE × overhead).
+    derived = {"overhead_per_nfe", "solve_cost_f_evals"}
+    assert flagged_noisy({"noisy": "bare_ms_median"}) == {"bare_ms_median", *derived}
+    assert flagged_noisy({"noisy": "overhead_per_nfe"}) == derived
+    assert flagged_noisy({"noisy": "", "solve_ms_median": 1.0, "solve_ms_iqr": 0.5}) == set()
+    # A training row has no such column: an IQR over 10 % of the median flags the figure.
+    assert flagged_noisy({"step_ms_median": 100.0, "step_ms_iqr": 10.5}) == {"step_ms_median"}
+    assert flagged_noisy({"step_ms_median": 100.0, "step_ms_iqr": 10.0}) == set()

@@ -111,3 +111,32 @@ def test_missing_tensorboard_is_a_config_error_naming_the_key(monkeypatch, tmp_p
 def test_available_tensorboard_passes(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     require_tensorboard()
+
+
+def test_a_digits_run_writes_real_event_files(cli, tmp_path):
+    """The ``tensorboard`` logger through the hook, with the real SummaryWriter: the events
+    hold the report's step losses and its evaluation."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from deqbench import plugins
+    from deqbench.cli import main
+    from deqbench.testing.loggers import smoke_report, smoke_suite
+    from deqbench.testing.train_toys import TrainToys
+
+    plugins.reset_registry(("train-toys", TrainToys()))
+    try:
+        suite = smoke_suite(tmp_path, ["tensorboard"])
+        out = tmp_path / "r.csv"
+        result = cli.invoke(main, ["run", str(suite), "--out", str(out), "--max-steps", "3"])
+        assert result.exit_code == 0, result.output
+    finally:
+        plugins.reset_registry()
+    row, steps = smoke_report(out)
+    events = EventAccumulator(str(tmp_path / "r.tensorboard" / "run-000-tiny-deq"))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [s["step"] for s in steps] == [0, 1, 2]
+    assert [e.value for e in losses] == pytest.approx([s["loss"] for s in steps], rel=1e-6)
+    (top1,) = events.Scalars("eval/top1")
+    assert top1.step == 3 and top1.value == pytest.approx(row["eval_top1"], rel=1e-6)

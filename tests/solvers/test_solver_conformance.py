@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pytest
@@ -219,3 +219,25 @@ def test_the_kit_fails_a_solver_that_observes_past_its_budget():
     message = outcome.value
     assert "fails 'linear': misused its monitor: observe: evaluation 501 is outside the " in message
     assert "budget of 500 evaluations (rule 1: return as soon as observe returns True)" in message
+
+
+@dataclass(kw_only=True)
+class ThreadRecorder(FixedPoint):
+    """Fixed-point iteration that notes how many torch threads each solve ran on."""
+
+    seen: set = field(default_factory=set)
+
+    def solve(self, f: Fn, z0: torch.Tensor, monitor: Monitor) -> None:
+        self.seen.add(torch.get_num_threads())
+        super().solve(f, z0, monitor)
+
+
+def test_a_check_runs_on_one_thread_and_restores_the_callers():
+    solver, before = ThreadRecorder(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_solver_check(solver, "per_sample")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert solver.seen == {1}

@@ -255,3 +255,33 @@ def test_an_unparsed_sweep_is_told_the_type_of_the_dotted_key(toys, tmp_path):
         load_suite(path, ['matrix."deq.f_max_iter"=[1'])
     expected = """matrix."deq.f_max_iter" takes an array of integers ≥ 1, e.g. --set """
     assert expected in str(err.value)
+
+
+WEIGHTS = [
+    ('weights = "missing.pt"', r"model\.weights: no such file 'missing\.pt'; expected a weights"),
+    (
+        'weights = "{w}"\nweights_format = "deqbnch"',
+        r"model\.weights_format: model 'tiny-deq' reads no 'deqbnch'; did you mean 'deqbench'",
+    ),
+    ('weights_format = "deqbench"', r"model\.weights_format: a format of weights, but no model"),
+]
+
+
+@pytest.mark.parametrize(("keys", "message"), WEIGHTS)
+def test_model_weights_are_checked_at_validation(toys, tmp_path, keys, message):
+    (tmp_path / "w.pt").write_bytes(b"")
+    text = BASE.replace(
+        'name = "tiny-deq"', 'name = "tiny-deq"\n' + keys.format(w=tmp_path / "w.pt")
+    )
+    with pytest.raises(ConfigError, match=message) as info:
+        load_suite(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_no_training_length_evaluates_only(toys, tmp_path):
+    both_zero = load_suite(write(tmp_path, BASE), ["recipe.steps=0", "recipe.epochs=0"])
+    assert all(run.spec.recipe.evaluate_only for run in both_zero.runs)
+    assert both_zero.warnings[0].startswith("10 run(s) set neither recipe.epochs nor recipe.steps")
+    with pytest.raises(ConfigError, match=r"recipe: .*exactly one of epochs or steps"):
+        load_suite(write(tmp_path, BASE), ["recipe.epochs=2", "recipe.steps=0"])
+    assert not load_suite(write(tmp_path, BASE)).runs[0].spec.recipe.evaluate_only

@@ -17,6 +17,8 @@ COLUMNS: dict[str, str] = {
     "solver_options": "forward solver options (JSON)",
     "max_iter": "forward cap on evaluations of f, as the suite declares it",
     "smoke_max_iter": "smoke cap the run actually used (--limit), when below max_iter; else empty",
+    "smoke": "the --limit of a smoke run, whose timings come from one unwarmed repeat (they "
+    "show only that the run works); empty for a full run",
     "tol": "forward tolerance",
     "stop_mode": "abs (‖f(z)−z‖) or rel (‖f(z)−z‖/‖f(z)‖)",
     "gradient": "gradient estimator (empty for forward-only runs)",

@@ -85,6 +85,7 @@ class SolveKind(RunKind):
             "solver_options": json.dumps(run.solver_options, sort_keys=True),
             "max_iter": run.max_iter,
             "smoke_max_iter": run.smoke_max_iter or "",
+            "smoke": suite.smoke or "",
             "tol": run.tol,
             "stop_mode": run.stop_mode,
             "gradient": run.gradient or "",

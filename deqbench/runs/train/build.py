@@ -91,9 +91,9 @@ def build_model(run: TrainRun, source: DataSource, device: torch.device) -> Mode
 
 
 def total_steps(run: TrainRun, steps_per_epoch: int) -> int:
-    """The run's length in steps: the recipe's, cut to the smoke cap."""
+    """The run's length in steps: the recipe's, cut to the smoke cap; 0 evaluates only."""
     recipe = run.spec.recipe
-    total = recipe.steps if recipe.steps is not None else recipe.epochs * steps_per_epoch
+    total = recipe.steps or (recipe.epochs or 0) * steps_per_epoch
     return min(total, run.max_steps) if run.max_steps else total
 
 

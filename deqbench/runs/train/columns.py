@@ -26,6 +26,8 @@ TRAIN_COLUMNS: dict[str, str] = {
     "f_tol": "forward tolerance",
     "b_max_iter": "backward iteration cap (empty: the model variant's own)",
     "model_options": "model options (JSON)",
+    "weights": "the weights file the run started from ([model] weights; deqbench eval); empty: "
+    "the model's initialisation",
     "options": "the matrix/include keys that define this run and their values (JSON)",
     "seed": "seed of the run (suite seed + repeat)",
     "precision": "fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)",
@@ -96,6 +98,7 @@ TRAIN_COLUMNS: dict[str, str] = {
     "of the ranks' medians)",
     "eval_pi_distance_swap": "median over samples of ‖z*_swap − z*‖ / ‖z*‖, as "
     "eval_pi_distance_noise",
+    "eval_s": "wall time of the run's evaluations (interim and final; not the sweep), seconds",
     "target_metric": "the eval column of the suite's target ([eval] target_top1: eval_top1, "
     "target_miou: eval_miou); empty when the suite sets none",
     "target_value": "the target, percent: reached when an evaluation's target_metric is at "
@@ -107,6 +110,14 @@ TRAIN_COLUMNS: dict[str, str] = {
     "steps_to_target": "optimizer steps done at that evaluation",
     "target_eval_s": "wall time of the evaluations up to and including that one, seconds "
     "(not in time_to_target_s)",
+    "reproduced": "yes | no | n/a: whether the final evaluation's reference_metric is within "
+    "reference_band points of the published reference_value (|measured − published| ≤ band); "
+    "no when the run failed; n/a without a [reference] figure",
+    "reference_metric": "the eval column the published figure is checked on ([reference] top1: "
+    "eval_top1, top5: eval_top5, miou: eval_miou); empty without one",
+    "reference_value": "the published figure, percent",
+    "reference_band": "the acceptance band, points either side of reference_value",
+    "reference_source": "where the figure is published ([reference] source)",
     "wall_s": "wall time of the whole run (build, train, evaluate), seconds; of this attempt "
     "alone when it was resumed (train_s covers every attempt)",
 }

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 
 from deqbench.data import DatasetInfo
 from deqbench.execution.distributed import SINGLE, Dist, all_reduce
+from deqbench.loggers import RunLogger
 from deqbench.measure.memory import SavedTensorsMeter
 from deqbench.models import Model
-from deqbench.report.tensorboard import TensorBoardRun
 from deqbench.report.traces import trace_rows
 from deqbench.runs.kind import Observer
 from deqbench.runs.train import grad_check
@@ -140,7 +140,7 @@ def train(
     clock: Clock,
     dist: Dist = SINGLE,
     observer: Observer | None = None,
-    tb: TensorBoardRun | None = None,
+    logger: RunLogger | None = None,
 ) -> dict[str, Any]:
     """Train ``state`` until ``settings.steps`` steps are done: the unrolled warm-up first, then
     equilibrium mode. The run is checkpointed every ``checkpoint_every`` steps and at each
@@ -185,25 +185,28 @@ def train(
             batches.end_epoch()
             state.epoch += 1
             if s.eval_every and state.epoch % s.eval_every == 0 and state.step < s.steps:
+                _progress(log.drain(), observer, s, per_epoch)  # the steps, then their eval
                 start = time.perf_counter()
                 result, _ = evaluate(state, eval_loader, info, settings=s, dist=dist)
                 clock.interim_eval_s += time.perf_counter() - start
                 check_target(state.target, result, state.step, clock.elapsed(log))
-                if tb is not None:
-                    tb.log_scalars(state.step, eval_scalars(result))
+                if logger is not None:
+                    logger.log_eval(state.step, result)
                 if observer is not None:
-                    observer.progress({"eval": result, "epoch": state.epoch})
+                    observer.progress({"eval": result, "epoch": state.epoch, "step": state.step})
                 log.restart_clock()
         now = time.perf_counter()
         # Under DDP the drain is collective (losses are averaged over ranks): every rank must
         # drain at the same steps, so the cadence counts steps rather than seconds.
         due = state.step % 20 == 0 if dist.enabled else now - last_refresh >= s.refresh_s
+        # the plain progress lines fall on their steps (the same steps on every rank)
+        due = due or bool(s.progress_every and state.step % s.progress_every == 0)
         save = epoch_end or bool(s.checkpoint_every and state.step % s.checkpoint_every == 0)
         if state.step == s.steps:  # the finished run's state is in its row, its weights kept
             save = s.keep_checkpoints  # only when asked
         save = save and s.checkpoint is not None
         if due or save:
-            _progress(log.drain(), observer, s.steps, per_epoch)
+            _progress(log.drain(), observer, s, per_epoch)
             last_refresh = now
         if save:
             save_snapshot(
@@ -220,7 +223,7 @@ def train(
         if s.deadline is not None and _past(s.deadline, now, dist, due):
             log.drain()
             raise OutOfTime(f"at step {state.step}")
-    _progress(log.drain(), observer, s.steps, per_epoch)
+    _progress(log.drain(), observer, s, per_epoch)
     return {"saved_mb": state.saved_mb}
 
 
@@ -236,11 +239,18 @@ def _add_solver_stats(entry: PendingStep, model: Model) -> None:
 
 
 def _progress(
-    snapshot: dict[str, Any] | None, observer: Observer | None, steps: int, per_epoch: int
+    snapshot: dict[str, Any] | None,
+    observer: Observer | None,
+    settings: LoopSettings,
+    per_epoch: int,
 ) -> None:
-    """Tell the observer a drained log's latest step."""
+    """Tell the observer a drained log's latest step, and the cadence of the progress lines."""
     if observer is not None and snapshot is not None:
-        observer.progress({**snapshot, "total": steps, "steps_per_epoch": per_epoch})
+        every = settings.progress_every
+        total = settings.steps
+        observer.progress(
+            {**snapshot, "total": total, "steps_per_epoch": per_epoch, "progress_every": every}
+        )
 
 
 @torch.no_grad()
@@ -303,11 +313,6 @@ def evaluate(
     if pi is not None:
         out.update(pi.result(dist))
     return out, traces
-
-
-def eval_scalars(result: dict[str, Any]) -> dict[str, Any]:
-    """Eval columns as TensorBoard tags: ``eval_top1`` → ``eval/top1``."""
-    return {"eval/" + k.removeprefix("eval_"): v for k, v in result.items()}
 
 
 def _past(deadline: float, now: float, dist: Dist, due: bool) -> bool:

@@ -28,8 +28,8 @@ from deqbench.errors import ConfigError
 from deqbench.execution.distributed import SINGLE, Dist, reduce_metrics, wrap_model
 from deqbench.measure.timing import MB, median_iqr, peak_rss_mb
 from deqbench.models import parameter_count
+from deqbench.report.reference import reproduced
 from deqbench.report.schema import RunStatus
-from deqbench.report.tensorboard import TensorBoardRun
 from deqbench.runs.train.batches import build_batches
 from deqbench.runs.train.build import (
     build_model,
@@ -38,14 +38,17 @@ from deqbench.runs.train.build import (
     seed_everything,
     total_steps,
 )
-from deqbench.runs.train.loop import Clock, Observer, OutOfTime, eval_scalars, evaluate, train
+from deqbench.runs.train.logs import end_loggers, open_loggers
+from deqbench.runs.train.loop import Clock, Observer, OutOfTime, evaluate, train
 from deqbench.runs.train.settings import LoopSettings
 from deqbench.runs.train.snapshot import restore_snapshot
 from deqbench.runs.train.steplog import Diverged, StepLog
 from deqbench.runs.train.sweep import sweep
 from deqbench.runs.train.target import Target, check_target
+from deqbench.runs.train.weights import load_weights
 from deqbench.suite.duration import format_duration
 from deqbench.suite.train import TrainRun
+from deqbench.suite.train_tables import REFERENCE_METRICS
 
 
 @dataclass
@@ -80,11 +83,14 @@ def identity(suite_name: str, run: TrainRun, device: torch.device) -> dict[str, 
         "f_tol": deq.f_tol,
         "b_max_iter": deq.b_max_iter,
         "model_options": _json(spec.model.options),
+        "weights": spec.model.weights or None,
         "options": _json(run.options),
         "seed": run.seed,
         "precision": spec.recipe.precision,
         "max_steps": run.max_steps,
         "device": str(device),
+        **spec.reference.columns(),
+        "reproduced": reproduced(spec.reference.columns()),  # "no" until the run completes
     }
 
 
@@ -117,9 +123,9 @@ def train_run(
     Under torch.distributed (``dist``) the batch is split over the ranks, the model trains in
     DDP, and the row's figures are combined over the ranks (`deqbench.execution.distributed`).
 
-    With ``[logging] tensorboard = true`` and a ``report`` path, the step rows and each
-    evaluation also go to the run's TensorBoard folder beside the report
-    (`deqbench.report.tensorboard`).
+    With a ``report`` path, the loggers that ``[logging] loggers`` selects (TensorBoard, W&B,
+    MLflow, a plugin's: `deqbench.loggers`) get the run's config, its step rows, each
+    evaluation and its final row, on the main rank (`deqbench.runs.train.logs`).
     """
     deadline = time.perf_counter() + timeout_s if timeout_s else None
     out = RunOutput()
@@ -136,6 +142,8 @@ def train_run(
             f"model {run.spec.model.name!r} is a {model.task} model, dataset "
             f"{run.spec.dataset.name!r} a {info.task} dataset"
         )
+    if run.spec.model.weights:  # before any checkpoint of this run restores its own
+        load_weights(model, run.spec.model.weights, run.spec.model.weights_format)
     if dist.rank:  # the same initial weights on every rank, then each rank its own draws
         seed_everything(run.seed + 7919 * dist.rank)
     m["params"] = parameter_count(model)
@@ -145,10 +153,11 @@ def train_run(
     steps = total_steps(run, batches.per_epoch)
     state = build_state(run, model, steps)
     state.target = Target.of(run.spec.eval, info.task)  # before a checkpoint restores it
-    tb = None
-    if run.spec.logging.tensorboard and report is not None and dist.is_main:
-        tb = TensorBoardRun(report, run.index, run.label)
-    log = StepLog(device, on_row=tb.log_step if tb is not None else None, dist=dist)
+    figure = run.spec.reference.figure()
+    if figure is not None and REFERENCE_METRICS[figure[0]][1] != info.task:
+        need = REFERENCE_METRICS[figure[0]][1]
+        raise ConfigError(f"reference.{figure[0]}: a {need} metric, but the run is for {info.task}")
+    log = StepLog(device, dist=dist)
     times = {"train_s": 0.0, "eval_s": 0.0}  # before this process took over (resume)
     if resume and checkpoint is not None and checkpoint.exists():
         times = restore_snapshot(checkpoint, state=state, log=log, batches=batches, dist=dist)
@@ -165,6 +174,8 @@ def train_run(
     if observer is not None:
         observer.run_started(run, steps)
     clock = Clock(train_s=times["train_s"], eval_s=times["eval_s"], check_s=log.check_s)
+    logger = open_loggers(run, report, dist)  # None: none selected, or not the main rank
+    log.on_row = logger.log_step if logger is not None else None
     try:
         extra = train(
             state,
@@ -176,7 +187,7 @@ def train_run(
             clock=clock,
             dist=dist,
             observer=observer,
-            tb=tb,
+            logger=logger,
         )
         m.update(extra)
         m["status"] = RunStatus.COMPLETED
@@ -185,9 +196,9 @@ def train_run(
     except OutOfTime as exc:
         limit = f"{format_duration(timeout_s)} ({timeout_s:g} s)"
         m.update(status=RunStatus.TIMEOUT, error=f"exceeded its timeout of {limit} {exc}")
-    except BaseException:
-        if tb is not None:
-            tb.close()
+    except BaseException as exc:
+        if logger is not None:
+            logger.close(exc)
         raise
     finally:
         train_s = clock.elapsed(log)["train_s"]
@@ -207,14 +218,15 @@ def train_run(
             )
             eval_s = clock.eval_s + clock.interim_eval_s + time.perf_counter() - start
             check_target(state.target, result, state.step, {"train_s": train_s, "eval_s": eval_s})
-            m.update(result)
-            if tb is not None:
-                tb.log_scalars(state.step, eval_scalars(result))
+            m.update(result, eval_s=eval_s)
+            if logger is not None:
+                logger.log_eval(state.step, result)
             # [eval] sweep: the trained model at other forward settings (not in train_s)
             out.evals = sweep(state, eval_loader, info, settings=settings, dist=dist)
-    finally:
-        if tb is not None:
-            tb.close()
+    except BaseException as exc:
+        if logger is not None:
+            logger.close(exc)
+        raise
     if state.target is not None:  # reached or not, also for a run that failed after it
         m.update(state.target.columns())
     if device.type == "cuda":
@@ -222,6 +234,8 @@ def train_run(
     m["rss_peak_mb"] = run_peak_rss_mb()
     m["world_size"] = dist.world_size
     reduce_metrics(m, dist)
+    m["reproduced"] = reproduced(run.spec.reference.columns() | m)  # on the final evaluation
+    end_loggers(logger, identity(run.spec.suite.name, run, device) | m)
     return out
 
 

@@ -33,6 +33,7 @@ class LoopSettings:
     checkpoint_every: int  #: also every N steps; 0: epoch ends only
     keep_checkpoints: bool  #: checkpoint the finished run too
     refresh_s: float = 0.5  #: display refresh (a log drain); steps under DDP
+    progress_every: int = 100  #: also drain every N steps: the plain progress lines' cadence
     fpc_k: int = 0  #: fixed-point correction's samples (`deqbench.runs.train.correction`); 0: off
     fpc_gamma: float = 0.8  #: its weights' decay
     deadline: float | None = None  #: a `time.perf_counter` value; None: no timeout
@@ -82,6 +83,7 @@ class LoopSettings:
             checkpoint_every=suite.checkpoint_every,
             keep_checkpoints=suite.keep_checkpoints,
             refresh_s=refresh_s,
+            progress_every=run.spec.logging.progress_every,
             deadline=deadline,
             fpc_k=recipe.fpc_k,
             fpc_gamma=recipe.fpc_gamma,

@@ -19,3 +19,12 @@ def register_models(register):
         "deqbench_example_model.model:gated_conv_small",
         description="stem + gated-conv DEQ + the MDEQ classification head",
     )
+
+
+@hookimpl
+def register_heads(register):
+    register(
+        "pooled-linear",
+        "deqbench_example_model.heads:PooledLinearHead",
+        description="average-pool each resolution, concatenate, one linear layer",
+    )
