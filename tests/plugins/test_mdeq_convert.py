@@ -1,6 +1,7 @@
-"""The reference MDEQ checkpoint converter: its key layout against the reference's own
-(../shared/reference/mdeq_state_dict_keys.json, every published config), a round trip whose
-outputs are exactly deqbench's, every wrapper, and a one-line refusal of the first misfit."""
+"""The reference MDEQ checkpoint converter: its key layout against the reference's own for
+every published config (tests/plugins/data/, taken from the shared reference's
+mdeq_state_dict_keys.json), a round trip whose outputs are exactly deqbench's, every wrapper,
+and a one-line refusal of the first misfit."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from deqbench_plugins.mdeq import convert
 from deqbench_plugins.mdeq.configs import Variant
 from deqbench_plugins.mdeq.variants import MDEQModel, build_cell, build_head, build_mdeq
 
-KEYS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mdeq_state_dict_keys.json"
+#: The reference's layout of every published config ([key, shape, in the frozen copy]), taken
+#: from the shared reference file below so that a clean checkout tests it too.
+KEYS = Path(__file__).resolve().parent / "data" / "mdeq_reference_keys.json"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mdeq_state_dict_keys.json"
 
 #: The reference's configs and deqbench's variant of each, with its class count. locuslab/mdeq's
 #: ImageNet LARGE config builds its XL network (plugins/mdeq/configs.py).
@@ -33,7 +37,20 @@ CONFIGS = {
 }
 
 
-@pytest.mark.skipif(not KEYS.is_file(), reason="the reference's key list is not checked out")
+@pytest.mark.skipif(not SHARED.is_file(), reason="the shared reference is not beside the checkout")
+def test_the_fixture_is_the_shared_reference():
+    shared, fixture = json.loads(SHARED.read_text()), json.loads(KEYS.read_text())
+    assert fixture["provenance"]["commit"] == shared["provenance"]["commit"]
+    assert set(fixture["models"]) == set(shared["models"])
+    for config, model in shared["models"].items():
+        kept = fixture["models"][config]
+        assert kept["keys"] == [[k[0], k[1], k[-1]] for k in model["keys"]]
+        assert (kept["num_keys"], kept["num_frozen_copy_keys"]) == (
+            model["num_keys"],
+            model["num_frozen_copy_keys"],
+        )
+
+
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_the_layout_is_the_reference_state_dict_of_every_published_config(config):
     """Keys and shapes, the frozen copy and the aliases included (built on the meta device:
