@@ -95,40 +95,36 @@ def _run_all(
         writer.write_meta(_meta(suite, kind, device, dist, allocator, extra_meta))
     outcome = SuiteOutcome(writer.path, kind)
     imported: set[str] = set()  # top-level modules the runs in workers imported
-    try:
-        with DeferredInterrupt() as sigint:
-            for run in suite.runs:
-                if run.index in finished:
-                    continue
-                if sigint.pending:  # Ctrl-C between runs: every finished row is written
-                    outcome.interrupted = True
-                    break
-                row = kind.identity(suite, run, device)
-                job = Job(
-                    suite, run, device, writer.path, resume is not None, observer, dist, shared
-                )
-                start = time.perf_counter()
-                # torchrun's ranks are processes already
-                isolate = kind.settings(suite, run).isolate and not dist.enabled
-                body = functools.partial(_isolated if isolate else _here, kind, job, row)
-                output = _attempt(body, row, sigint, outcome, device)
-                if output is not None:
-                    row.update(output.metrics)
-                    imported |= output.modules
-                row["wall_s"] = time.perf_counter() - start
-                if dist.is_main:
-                    writer.append(row, output.companions if output is not None else {})
-                    kind.finish(job, row)
-                outcome.rows.append(row)
-                if on_row:
-                    on_row(row)
-                if outcome.interrupted:
-                    break
-            outcome.interrupted = outcome.interrupted or sigint.pending
-    finally:
-        if dist.is_main:  # `.meta.json`'s packages: what this process and the workers imported
-            imported |= environment.top_level_modules()
-            writer.update_meta(packages=environment.imported_packages(imported))
+    with DeferredInterrupt() as sigint:
+        for run in suite.runs:
+            if run.index in finished:
+                continue
+            if sigint.pending:  # Ctrl-C between runs: every finished row is written
+                outcome.interrupted = True
+                break
+            row = kind.identity(suite, run, device)
+            job = Job(suite, run, device, writer.path, resume is not None, observer, dist, shared)
+            start = time.perf_counter()
+            # torchrun's ranks are processes already
+            isolate = kind.settings(suite, run).isolate and not dist.enabled
+            body = functools.partial(_isolated if isolate else _here, kind, job, row)
+            output = _attempt(body, row, sigint, outcome, device)
+            if output is not None:
+                row.update(output.metrics)
+                imported |= output.modules
+            row["wall_s"] = time.perf_counter() - start
+            if dist.is_main:
+                writer.append(row, output.companions if output is not None else {})
+                kind.finish(job, row)
+            outcome.rows.append(row)
+            if on_row:
+                on_row(row)
+            if outcome.interrupted:
+                break
+        outcome.interrupted = outcome.interrupted or sigint.pending
+    if dist.is_main:  # `.meta.json`'s packages: what this process and the workers imported
+        imported |= environment.top_level_modules()
+        writer.update_meta(packages=environment.imported_packages(imported))
     return outcome
 
 

@@ -3,7 +3,8 @@ the suite's ``[logging]`` table selects them, started, and ended with the run's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ def open_loggers(run: TrainRun, report: str | Path | None, dist: Dist) -> Logger
         group.close(exc)
         raise
     return group
+
+
+@contextlib.contextmanager
+def closed_on_error(group: LoggerGroup | None) -> Iterator[None]:
+    """Close ``group`` with the exception that leaves the block, then let it go on."""
+    try:
+        yield
+    except BaseException as exc:
+        if group is not None:
+            group.close(exc)
+        raise
 
 
 def end_loggers(group: LoggerGroup | None, row: Mapping[str, Any]) -> None:

@@ -38,7 +38,7 @@ from deqbench.runs.train.build import (
     seed_everything,
     total_steps,
 )
-from deqbench.runs.train.logs import end_loggers, open_loggers
+from deqbench.runs.train.logs import closed_on_error, end_loggers, open_loggers
 from deqbench.runs.train.loop import Clock, Observer, OutOfTime, evaluate, train
 from deqbench.runs.train.settings import LoopSettings
 from deqbench.runs.train.snapshot import restore_snapshot
@@ -176,36 +176,32 @@ def train_run(
     clock = Clock(train_s=times["train_s"], eval_s=times["eval_s"], check_s=log.check_s)
     logger = open_loggers(run, report, dist)  # None: none selected, or not the main rank
     log.on_row = logger.log_step if logger is not None else None
-    try:
-        extra = train(
-            state,
-            settings=settings,
-            batches=batches,
-            eval_loader=eval_loader,
-            info=info,
-            log=log,
-            clock=clock,
-            dist=dist,
-            observer=observer,
-            logger=logger,
-        )
-        m.update(extra)
-        m["status"] = RunStatus.COMPLETED
-    except Diverged as exc:
-        m.update(status=RunStatus.DIVERGED, error=str(exc))
-    except OutOfTime as exc:
-        limit = f"{format_duration(timeout_s)} ({timeout_s:g} s)"
-        m.update(status=RunStatus.TIMEOUT, error=f"exceeded its timeout of {limit} {exc}")
-    except BaseException as exc:
-        if logger is not None:
-            logger.close(exc)
-        raise
-    finally:
-        train_s = clock.elapsed(log)["train_s"]
-        out.steps = [{"run": run.index, **row} for row in log.rows]
-        out.step_ms = [ms for _, ms, _ in log.step_ms]
-    _summarise(m, log, train_s, run.spec.dataset.batch_size, batches.per_epoch)
-    try:
+    with closed_on_error(logger):  # a run that raises closes its loggers first
+        try:
+            extra = train(
+                state,
+                settings=settings,
+                batches=batches,
+                eval_loader=eval_loader,
+                info=info,
+                log=log,
+                clock=clock,
+                dist=dist,
+                observer=observer,
+                logger=logger,
+            )
+            m.update(extra)
+            m["status"] = RunStatus.COMPLETED
+        except Diverged as exc:
+            m.update(status=RunStatus.DIVERGED, error=str(exc))
+        except OutOfTime as exc:
+            limit = f"{format_duration(timeout_s)} ({timeout_s:g} s)"
+            m.update(status=RunStatus.TIMEOUT, error=f"exceeded its timeout of {limit} {exc}")
+        finally:
+            train_s = clock.elapsed(log)["train_s"]
+            out.steps = [{"run": run.index, **row} for row in log.rows]
+            out.step_ms = [ms for _, ms, _ in log.step_ms]
+        _summarise(m, log, train_s, run.spec.dataset.batch_size, batches.per_epoch)
         if m["status"] == RunStatus.COMPLETED:
             start = time.perf_counter()
             result, out.traces = evaluate(
@@ -223,10 +219,6 @@ def train_run(
                 logger.log_eval(state.step, result)
             # [eval] sweep: the trained model at other forward settings (not in train_s)
             out.evals = sweep(state, eval_loader, info, settings=settings, dist=dist)
-    except BaseException as exc:
-        if logger is not None:
-            logger.close(exc)
-        raise
     if state.target is not None:  # reached or not, also for a run that failed after it
         m.update(state.target.columns())
     if device.type == "cuda":
