@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deqbench.cli.app import console, main
+from deqbench.cli.reports import mark_options
 
 
 @main.command()
@@ -24,20 +25,7 @@ from deqbench.cli.app import console, main
     metavar="OTHER.csv",
     help="Add a compare section: OTHER (B) against REPORT (A), as deqbench compare shows it.",
 )
-@click.option(
-    "--factor",
-    type=click.FloatRange(min=1.0),
-    default=1.1,
-    show_default=True,
-    help="With --compare: mark a cost ratio B/A above this as worse.",
-)
-@click.option(
-    "--drop",
-    type=click.FloatRange(min=0.0),
-    default=1.0,
-    show_default=True,
-    help="With --compare: mark an accuracy drop of more than this many points as worse.",
-)
+@mark_options("with --compare, ")
 def report(
     report: Path, html_out: Path | None, other: Path | None, factor: float, drop: float
 ) -> None:

@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich.markup import escape
 
 from deqbench.cli.app import console, err_console, main
+
+
+def mark_options(when: str = "") -> Callable[[Callable], Callable]:
+    """``--factor`` and ``--drop``, what compare marks as worse (``when``: a help prefix, as
+    "with --compare, ")."""
+
+    def text(rest: str) -> str:
+        words = when + rest
+        return words[0].upper() + words[1:]
+
+    factor = click.option(
+        "--factor",
+        type=click.FloatRange(min=1.0),
+        default=1.1,
+        show_default=True,
+        help=text(
+            "mark a time, memory or NFE ratio B/A above this (a throughput below 1/this) as worse."
+        ),
+    )
+    drop = click.option(
+        "--drop",
+        type=click.FloatRange(min=0.0),
+        default=1.0,
+        show_default=True,
+        help=text("mark an accuracy or mIoU drop of more than this many points as worse."),
+    )
+    return lambda command: factor(drop(command))
 
 
 @main.command()
@@ -34,20 +62,7 @@ from deqbench.cli.app import console, err_console, main
     show_default=True,
     help="Output: a table, a markdown table (for a PR), or CSV on stdout.",
 )
-@click.option(
-    "--factor",
-    type=click.FloatRange(min=1.0),
-    default=1.1,
-    show_default=True,
-    help="Mark a time, memory or NFE ratio B/A above this (a throughput below 1/this) as worse.",
-)
-@click.option(
-    "--drop",
-    type=click.FloatRange(min=0.0),
-    default=1.0,
-    show_default=True,
-    help="Mark an accuracy or mIoU drop of more than this many points as worse.",
-)
+@mark_options()
 @click.option(
     "--fail-on-regression",
     is_flag=True,
